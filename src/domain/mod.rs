@@ -1,0 +1,10 @@
+//! Validated value types shared by every layer: money in fen, parties,
+//! durations and outcomes. No IO, no clock.
+
+mod duration;
+mod money;
+mod party;
+
+pub use duration::{parse_duration, DurationError};
+pub use money::{Money, MoneyError};
+pub use party::Party;

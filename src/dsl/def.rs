@@ -1,0 +1,124 @@
+//! The compiled workflow the engine runs: names checked, durations parsed,
+//! expressions compiled. Built only by `dsl::validate`.
+
+use chrono::Duration;
+use indexmap::IndexMap;
+
+use super::expr::Expr;
+use super::model::{FieldSpec, Outcome};
+
+#[derive(Debug, Clone)]
+pub struct WorkflowDef {
+    pub name: String,
+    pub label: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub inputs: IndexMap<String, FieldSpec>,
+    pub data: IndexMap<String, FieldSpec>,
+    pub start: String,
+    pub states: IndexMap<String, StateDef>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StateDef {
+    pub enter: Vec<Action>,
+    pub exit: Vec<Action>,
+    /// Transitions by event type, tried in order.
+    pub on: IndexMap<String, Vec<TransitionDef>>,
+    pub timers: Vec<TimerDef>,
+    pub on_cancel: Vec<Action>,
+    pub final_outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransitionDef {
+    pub goto: Option<String>,
+    pub when: Option<Expr>,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Due {
+    After(Duration),
+    At(Expr),
+}
+
+#[derive(Debug, Clone)]
+pub struct TimerDef {
+    pub due: Due,
+    pub goto: Option<String>,
+    pub actions: Vec<Action>,
+}
+
+/// A typed action. Each kind's behaviour lives in `engine::actions`.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Set(SetAction),
+    Send(SendAction),
+}
+
+#[derive(Debug, Clone)]
+pub struct SetAction {
+    pub fields: Vec<(String, Expr)>,
+}
+
+/// The channels a message can go through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// The built-in web inbox (`GET /api/v1/inbox/{party_id}`).
+    Inbox,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 1] = [Channel::Inbox];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Inbox => "inbox",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SendAction {
+    /// The `party` input the message goes to.
+    pub to: String,
+    pub template: String,
+    pub channels: Vec<Channel>,
+    pub purpose: Option<String>,
+}
+
+impl WorkflowDef {
+    pub fn state(&self, name: &str) -> Option<&StateDef> {
+        self.states.get(name)
+    }
+
+    /// Every `(from, event label, to)` edge, for graphs and reachability.
+    pub fn edges(&self) -> Vec<(&str, String, &str)> {
+        let mut edges = Vec::new();
+        for (name, state) in &self.states {
+            for (event, transitions) in &state.on {
+                for transition in transitions {
+                    if let Some(target) = &transition.goto {
+                        let label = match &transition.when {
+                            Some(guard) => format!("{event} [{}]", guard.source),
+                            None => event.clone(),
+                        };
+                        edges.push((name.as_str(), label, target.as_str()));
+                    }
+                }
+            }
+            for timer in &state.timers {
+                if let Some(target) = &timer.goto {
+                    let label = match &timer.due {
+                        Due::After(duration) => format!("after {}", super::graph::human(*duration)),
+                        Due::At(expr) => format!("at {}", expr.source),
+                    };
+                    edges.push((name.as_str(), label, target.as_str()));
+                }
+            }
+        }
+        edges
+    }
+}

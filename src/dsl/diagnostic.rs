@@ -1,0 +1,174 @@
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::yaml::{Pos, SourceMap, YamlPath};
+
+/// One problem in a workflow file, with where it is and how to fix it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// A stable snake_case code, e.g. `unknown_state`.
+    pub code: &'static str,
+    pub message: String,
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    /// The YAML path of the node the problem is about.
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    #[serde(skip)]
+    width: usize,
+}
+
+/// Where a diagnostic points inside the node its path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// The mapping key (for unknown fields and names).
+    Key,
+    /// The value.
+    Value,
+    /// A column inside a scalar value (for errors inside expressions).
+    Inside(usize),
+}
+
+/// Collects diagnostics for one file.
+pub struct Sink<'a> {
+    pub file: &'a str,
+    pub map: &'a SourceMap,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> Sink<'a> {
+    pub fn new(file: &'a str, map: &'a SourceMap) -> Sink<'a> {
+        Sink {
+            file,
+            map,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn push(
+        &mut self,
+        code: &'static str,
+        path: &YamlPath,
+        anchor: Anchor,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        let (pos, width) = match self.map.find(path) {
+            Some((found, span)) => {
+                let exact = &found == path;
+                match anchor {
+                    Anchor::Key if exact => span.key.unwrap_or(span.value),
+                    Anchor::Inside(column) if exact => {
+                        let shift = usize::from(span.quoted);
+                        (
+                            Pos {
+                                line: span.value.0.line,
+                                col: span.value.0.col + shift + column,
+                            },
+                            1,
+                        )
+                    }
+                    _ => span.value,
+                }
+            }
+            None => (Pos { line: 1, col: 1 }, 1),
+        };
+        self.diagnostics.push(Diagnostic {
+            code,
+            message: message.into(),
+            file: self.file.to_owned(),
+            line: pos.line,
+            column: pos.col,
+            path: path.to_string(),
+            hint,
+            width,
+        });
+    }
+}
+
+impl Diagnostic {
+    pub fn at(
+        code: &'static str,
+        file: &str,
+        pos: Pos,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) -> Diagnostic {
+        Diagnostic {
+            code,
+            message: message.into(),
+            file: file.to_owned(),
+            line: pos.line,
+            column: pos.col,
+            path: YamlPath::root().to_string(),
+            hint,
+            width: 1,
+        }
+    }
+
+    /// Prints the diagnostic the way rustc and cargo do, with the source line.
+    pub fn render(&self, source: &str) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "error[{}]: {}", self.code, self.message);
+        let gutter = self.line.to_string().len();
+        let pad = " ".repeat(gutter);
+        let _ = writeln!(out, "{pad}--> {}:{}:{}", self.file, self.line, self.column);
+        if let Some(text) = source.lines().nth(self.line.saturating_sub(1)) {
+            let _ = writeln!(out, "{pad} |");
+            let _ = writeln!(out, "{} | {}", self.line, text);
+            let lead: String = text
+                .chars()
+                .take(self.column.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let _ = writeln!(out, "{pad} | {lead}{}", "^".repeat(self.width.max(1)));
+        }
+        let _ = writeln!(out, "{pad} = at: {}", self.path);
+        if let Some(hint) = &self.hint {
+            let _ = writeln!(out, "{pad} = help: {hint}");
+        }
+        out
+    }
+}
+
+/// The closest of `candidates` to `name`, when it is close enough to be a typo.
+pub fn did_you_mean<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    candidates
+        .into_iter()
+        .map(|candidate| (levenshtein(name, candidate), candidate))
+        .filter(|(distance, candidate)| *distance <= (candidate.len().max(name.len()) / 3).max(1))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            let value = (previous[j] + cost)
+                .min(previous[j + 1] + 1)
+                .min(current[j] + 1);
+            current.push(value);
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_names_only() {
+        assert_eq!(did_you_mean("rebookd", ["rebooked", "expired"]), Some("rebooked"));
+        assert_eq!(did_you_mean("zzz", ["rebooked", "expired"]), None);
+    }
+}

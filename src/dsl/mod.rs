@@ -1,0 +1,21 @@
+//! The workflow DSL: YAML files parsed, checked and compiled into
+//! `WorkflowDef`. Owns the file format, its JSON Schema and its Mermaid
+//! graph. Does no IO and knows nothing of storage, HTTP or time: callers
+//! hand it the source text and a `Catalog` of the templates that exist.
+
+mod def;
+mod diagnostic;
+pub mod expr;
+mod graph;
+mod model;
+mod validate;
+pub mod yaml;
+
+pub use def::{
+    Action, Channel, Due, SendAction, SetAction, StateDef, TimerDef, TransitionDef, WorkflowDef,
+};
+pub use diagnostic::Diagnostic;
+pub use expr::{Expr, Scope};
+pub use graph::{human as human_duration, mermaid};
+pub use model::{json_schema, FieldSpec, Outcome, ValueType, WorkflowFile};
+pub use validate::{check_value, validate, Catalog};

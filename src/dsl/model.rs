@@ -1,0 +1,353 @@
+//! The workflow file as written: serde types that mirror the YAML one to
+//! one. They carry no meaning beyond shape; `dsl::validate` turns them into
+//! a `WorkflowDef`. The JSON Schema (`o2flow schema`) is derived from these
+//! types, so the schema and the parser cannot drift apart.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use indexmap::IndexMap;
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// One workflow: a state machine over typed inputs and instance data.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct WorkflowFile {
+    /// Machine name, snake_case, unique per tenant: `follow_up_reminder`.
+    pub name: Option<String>,
+    /// A version label for people (`"2026.11"`); the server numbers versions itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionLabel>,
+    /// A title shown in the console: `复诊提醒 / Follow-up reminder`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Typed inputs given when an instance starts. Write `name: type` or
+    /// `name: { type, optional, default, values, description }`.
+    #[serde(default)]
+    pub inputs: IndexMap<String, FieldSpec>,
+    /// Instance data: fields that actions (`set`) change while the flow runs.
+    #[serde(default)]
+    pub data: IndexMap<String, FieldSpec>,
+    /// The state every instance starts in.
+    pub start: Option<String>,
+    /// The states, by name.
+    #[serde(default)]
+    pub states: IndexMap<String, StateSpec>,
+}
+
+/// A version label may be written as text or as a number (`1.2`).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum VersionLabel {
+    Text(String),
+    Number(serde_json::Number),
+}
+
+impl fmt::Display for VersionLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VersionLabel::Text(text) => f.write_str(text),
+            VersionLabel::Number(number) => write!(f, "{number}"),
+        }
+    }
+}
+
+/// The value types of inputs and data fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    String,
+    Integer,
+    Boolean,
+    /// Yuan written as a decimal string (`"15.00"`), held as integer fen.
+    Money,
+    /// An RFC 3339 date and time: `2026-11-23T09:30:00+08:00`.
+    Datetime,
+    /// A duration literal: `15m`, `7d`, `1h30m`.
+    Duration,
+    /// One of the `values` listed beside it.
+    Enum,
+    /// A person reachable by channels: `{ id, name, phone, email, openid, time_zone }`.
+    Party,
+}
+
+impl ValueType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::String => "string",
+            ValueType::Integer => "integer",
+            ValueType::Boolean => "boolean",
+            ValueType::Money => "money",
+            ValueType::Datetime => "datetime",
+            ValueType::Duration => "duration",
+            ValueType::Enum => "enum",
+            ValueType::Party => "party",
+        }
+    }
+}
+
+/// An input or data field: `string`, or `{ type: string, optional: true }`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldSpec {
+    #[serde(rename = "type")]
+    pub ty: ValueType,
+    /// An optional field may be left out; it is then `null` unless it has a default.
+    #[serde(default)]
+    pub optional: bool,
+    /// The value used when the field is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+    /// The allowed values of an `enum` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// An input or data field written in full.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct FieldSpecFull {
+    #[serde(rename = "type")]
+    ty: ValueType,
+    /// An optional field may be left out; it is then `null` unless it has a default.
+    #[serde(default)]
+    optional: bool,
+    /// The value used when the field is not given.
+    #[serde(default)]
+    default: Option<serde_json::Value>,
+    /// The allowed values of an `enum` field.
+    #[serde(default)]
+    values: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+impl JsonSchema for FieldSpec {
+    fn schema_name() -> Cow<'static, str> {
+        "FieldSpec".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let short = generator.subschema_for::<ValueType>();
+        let full = generator.subschema_for::<FieldSpecFull>();
+        json_schema!({
+            "description": "A type name such as `string`, or `{ type, optional, default, values, description }`.",
+            "anyOf": [short, full]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for FieldSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl<'de> Visitor<'de> for FieldVisitor {
+            type Value = FieldSpec;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a type name (string, integer, boolean, money, datetime, duration, enum, party) or a map with `type`")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<FieldSpec, E> {
+                let ty = ValueType::deserialize(de::value::StrDeserializer::<E>::new(value))?;
+                Ok(FieldSpec {
+                    ty,
+                    optional: false,
+                    default: None,
+                    values: None,
+                    description: None,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<FieldSpec, A::Error> {
+                let full = FieldSpecFull::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(FieldSpec {
+                    ty: full.ty,
+                    optional: full.optional,
+                    default: full.default,
+                    values: full.values,
+                    description: full.description,
+                })
+            }
+        }
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+/// The outcome a final state records on the instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Cancelled,
+    Expired,
+    NoShow,
+    Rejected,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Expired => "expired",
+            Outcome::NoShow => "no_show",
+            Outcome::Rejected => "rejected",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        [
+            Outcome::Completed,
+            Outcome::Cancelled,
+            Outcome::Expired,
+            Outcome::NoShow,
+            Outcome::Rejected,
+            Outcome::Failed,
+        ]
+        .into_iter()
+        .find(|outcome| outcome.as_str() == text)
+    }
+}
+
+/// One state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct StateSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Actions run, in order, every time the state is entered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enter: Vec<ActionSpec>,
+    /// Actions run, in order, every time the state is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit: Vec<ActionSpec>,
+    /// Transitions by event type: `payment.succeeded: paid`, or
+    /// `{ goto, when, actions }`, or a list of those tried in order.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub on: IndexMap<String, Handlers>,
+    /// Timers armed on entry and disarmed on exit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timers: Vec<TimerSpec>,
+    /// Actions run when the instance is cancelled while in this state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_cancel: Vec<ActionSpec>,
+    /// Makes the state final, with this outcome.
+    #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
+    pub final_outcome: Option<Outcome>,
+}
+
+/// What an event does in a state: one target state, one transition, or a
+/// list of guarded transitions tried in order (the first whose `when` holds wins).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Handlers {
+    Target(String),
+    One(TransitionSpec),
+    Many(Vec<TransitionSpec>),
+}
+
+impl<'de> Deserialize<'de> for Handlers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HandlersVisitor;
+        impl<'de> Visitor<'de> for HandlersVisitor {
+            type Value = Handlers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a state name, a transition `{ goto, when, actions }`, or a list of transitions")
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Handlers, E> {
+                Ok(Handlers::Target(value.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Handlers, A::Error> {
+                TransitionSpec::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(Handlers::One)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Handlers, A::Error> {
+                Vec::<TransitionSpec>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(Handlers::Many)
+            }
+        }
+        deserializer.deserialize_any(HandlersVisitor)
+    }
+}
+
+/// A transition. Without `goto` it is internal: its actions run and the
+/// state is neither left nor re-entered.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TransitionSpec {
+    /// The target state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goto: Option<String>,
+    /// A guard: a CEL expression that must be true for this transition to be taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Actions run between leaving the source and entering the target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionSpec>,
+}
+
+/// A timer: fires once, `after` a duration from entry or `at` a computed time.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct TimerSpec {
+    /// A duration literal from entry: `15m`, `7d`, `1h30m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// A CEL expression giving a timestamp, e.g. `visit_ended_at + days(7)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// The state to go to when the timer fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goto: Option<String>,
+    /// Actions run when the timer fires.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<ActionSpec>,
+}
+
+/// A typed action. Later issues add `pay`, `refund`, `issue_code`,
+/// `door_key`, `queue.join` and `start` beside these.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionSpec {
+    /// Sets instance data fields to the values of CEL expressions:
+    /// `set: { reminders_sent: "data.reminders_sent + 1" }`.
+    Set(IndexMap<String, String>),
+    /// Sends a message rendered from a template to a party.
+    Send(SendSpec),
+}
+
+/// `send: { to: patient, template: follow_up_reminder }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SendSpec {
+    /// The name of a `party` input.
+    pub to: String,
+    /// A directory under `templates/` with `title.txt.tera` and `body.txt.tera`.
+    pub template: String,
+    /// Channels to try, in order. Only `inbox` (the built-in web inbox) exists yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<Vec<String>>,
+    /// Why the message is sent (`reminder`, `transactional`), for consent and quotas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+}
+
+/// Schema for the whole file, with the `$schema` header editors use.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::generate::SchemaSettings::draft07()
+        .into_generator()
+        .into_root_schema_for::<WorkflowFile>();
+    let mut value = serde_json::to_value(schema).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert(
+            "title".into(),
+            serde_json::Value::String("o2flow workflow".into()),
+        );
+    }
+    value
+}
+

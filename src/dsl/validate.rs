@@ -1,0 +1,756 @@
+//! Strict validation: every problem in a file at once, each with file,
+//! line, column, YAML path and a hint.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use chrono::DateTime;
+use indexmap::IndexMap;
+
+use super::def::{
+    Action, Channel, Due, SendAction, SetAction, StateDef, TimerDef, TransitionDef, WorkflowDef,
+};
+use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
+use super::expr::{Expr, RESERVED_NAMES};
+use super::model::{
+    ActionSpec, FieldSpec, Handlers, SendSpec, StateSpec, TimerSpec, TransitionSpec, ValueType,
+    WorkflowFile,
+};
+use super::yaml::{self, Seg, YamlPath};
+use crate::domain::{parse_duration, Money, Party};
+
+/// What a workflow may refer to outside itself: the templates that exist.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub templates: BTreeSet<String>,
+}
+
+impl Catalog {
+    pub fn with_templates<I: IntoIterator<Item = S>, S: Into<String>>(names: I) -> Catalog {
+        Catalog {
+            templates: names.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Parses and checks one workflow file.
+///
+/// Returns the compiled definition when there is no problem, and every
+/// problem found otherwise. `file` is only used to label diagnostics.
+pub fn validate(file: &str, source: &str, catalog: &Catalog) -> (Option<WorkflowDef>, Vec<Diagnostic>) {
+    let (value, map) = match yaml::load(source) {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            return (
+                None,
+                vec![Diagnostic::at(
+                    "yaml_syntax",
+                    file,
+                    error.pos,
+                    format!("the file is not valid YAML: {}", error.message),
+                    Some("check indentation, quotes and brackets around this place".into()),
+                )],
+            )
+        }
+    };
+    let mut sink = Sink::new(file, &map);
+    if !value.is_object() {
+        sink.push(
+            "not_a_workflow",
+            &YamlPath::root(),
+            Anchor::Value,
+            "a workflow file must be a mapping with `name`, `start` and `states`",
+            Some("start from workflows/follow_up_reminder.yaml".into()),
+        );
+        return (None, sink.diagnostics);
+    }
+    let mut unknown = Vec::new();
+    let parsed: Result<WorkflowFile, _> = {
+        let mut record = |path: serde_ignored::Path<'_>| unknown.push(ignored_path(&path));
+        let deserializer = serde_ignored::Deserializer::new(&value, &mut record);
+        serde_path_to_error::deserialize(deserializer)
+    };
+    for path in &unknown {
+        let field = match path.0.last() {
+            Some(Seg::Key(key)) => key.clone(),
+            _ => String::new(),
+        };
+        sink.push(
+            "unknown_field",
+            path,
+            Anchor::Key,
+            format!("unknown field `{field}`"),
+            Some(format!(
+                "fields here are listed in the schema (`o2flow schema`); check the spelling of `{field}`"
+            )),
+        );
+    }
+    let file_spec = match parsed {
+        Ok(spec) => spec,
+        Err(error) => {
+            let path = error_path(error.path());
+            let message = error.inner().to_string();
+            let (code, hint) = classify_serde_error(&message);
+            sink.push(code, &path, Anchor::Value, message, hint);
+            return (None, sink.diagnostics);
+        }
+    };
+    let mut checker = Checker {
+        sink,
+        catalog,
+        spec: &file_spec,
+    };
+    let def = checker.check();
+    let diagnostics = checker.sink.diagnostics;
+    if diagnostics.is_empty() {
+        (def, diagnostics)
+    } else {
+        (None, diagnostics)
+    }
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> YamlPath {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => YamlPath::root(),
+        Path::Seq { parent, index } => ignored_path(parent).index(*index),
+        Path::Map { parent, key } => ignored_path(parent).key(key),
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
+    }
+}
+
+fn error_path(path: &serde_path_to_error::Path) -> YamlPath {
+    use serde_path_to_error::Segment;
+    let mut out = YamlPath::root();
+    for segment in path.iter() {
+        out = match segment {
+            Segment::Seq { index } => out.index(*index),
+            Segment::Map { key } => out.key(key),
+            Segment::Enum { variant } => out.key(variant),
+            Segment::Unknown => out,
+        };
+    }
+    out
+}
+
+fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
+    if message.starts_with("missing field") {
+        ("missing_field", Some("add the field; see `o2flow schema`".into()))
+    } else if message.starts_with("unknown variant") && message.contains("`set`") {
+        (
+            "unknown_action",
+            Some("actions available now: set, send".into()),
+        )
+    } else if message.starts_with("unknown variant") {
+        ("invalid_value", None)
+    } else {
+        ("invalid_type", Some("see `o2flow schema` for the shape of this field".into()))
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_event_name(name: &str) -> bool {
+    !name.is_empty() && name.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+}
+
+struct Checker<'a> {
+    sink: Sink<'a>,
+    catalog: &'a Catalog,
+    spec: &'a WorkflowFile,
+}
+
+impl Checker<'_> {
+    fn check(&mut self) -> Option<WorkflowDef> {
+        let root = YamlPath::root();
+        let name = match &self.spec.name {
+            Some(name) if is_identifier(name) => name.clone(),
+            Some(name) => {
+                self.sink.push(
+                    "invalid_name",
+                    &root.key("name"),
+                    Anchor::Value,
+                    format!("`{name}` is not a valid workflow name"),
+                    Some("use lower-case snake_case: letters, digits and `_`, starting with a letter".into()),
+                );
+                String::new()
+            }
+            None => {
+                self.sink.push(
+                    "missing_field",
+                    &root,
+                    Anchor::Value,
+                    "missing field `name`",
+                    Some("add `name: my_flow` at the top of the file".into()),
+                );
+                String::new()
+            }
+        };
+        self.check_fields("inputs", &self.spec.inputs, true);
+        self.check_fields("data", &self.spec.data, false);
+        if self.spec.states.is_empty() {
+            self.sink.push(
+                "no_states",
+                &root,
+                Anchor::Value,
+                "the workflow has no states",
+                Some("add `states:` with at least a start state and a final state".into()),
+            );
+        }
+        let state_names: Vec<&str> = self.spec.states.keys().map(String::as_str).collect();
+        let start = match &self.spec.start {
+            Some(start) => {
+                if !self.spec.states.contains_key(start) && !self.spec.states.is_empty() {
+                    self.unknown_state(&root.key("start"), start, &state_names);
+                }
+                start.clone()
+            }
+            None => {
+                self.sink.push(
+                    "missing_start",
+                    &root,
+                    Anchor::Value,
+                    "the workflow has no start state",
+                    Some(match state_names.first() {
+                        Some(first) => format!("add `start: {first}` (or the state instances begin in)"),
+                        None => "add `start:` naming the state instances begin in".into(),
+                    }),
+                );
+                String::new()
+            }
+        };
+        let mut states = IndexMap::new();
+        for (state_name, state) in &self.spec.states {
+            let path = root.key("states").key(state_name);
+            if !is_identifier(state_name) {
+                self.sink.push(
+                    "invalid_name",
+                    &path,
+                    Anchor::Key,
+                    format!("`{state_name}` is not a valid state name"),
+                    Some("use lower-case snake_case: letters, digits and `_`".into()),
+                );
+            }
+            let def = self.check_state(state_name, state, &path, &state_names);
+            states.insert(state_name.clone(), def);
+        }
+        self.check_reachability(&start, &states);
+        Some(WorkflowDef {
+            name,
+            label: self.spec.version.as_ref().map(ToString::to_string),
+            title: self.spec.title.clone(),
+            description: self.spec.description.clone(),
+            inputs: self.spec.inputs.clone(),
+            data: self.spec.data.clone(),
+            start,
+            states,
+        })
+    }
+
+    fn check_fields(&mut self, section: &str, fields: &IndexMap<String, FieldSpec>, inputs: bool) {
+        for (name, field) in fields {
+            let path = YamlPath::root().key(section).key(name);
+            if !is_identifier(name) {
+                self.sink.push(
+                    "invalid_name",
+                    &path,
+                    Anchor::Key,
+                    format!("`{name}` is not a valid field name"),
+                    Some("use lower-case snake_case so expressions can name it".into()),
+                );
+            }
+            if inputs && RESERVED_NAMES.contains(&name.as_str()) {
+                self.sink.push(
+                    "reserved_name",
+                    &path,
+                    Anchor::Key,
+                    format!("`{name}` is reserved in expressions"),
+                    Some(format!("rename the input; reserved names: {}", RESERVED_NAMES.join(", "))),
+                );
+            }
+            if inputs && self.spec.data.contains_key(name) {
+                // Both would be visible under the same name in templates.
+                self.sink.push(
+                    "duplicate_name",
+                    &path,
+                    Anchor::Key,
+                    format!("`{name}` is both an input and a data field"),
+                    Some("rename one of them".into()),
+                );
+            }
+            match (field.ty, &field.values) {
+                (ValueType::Enum, None) => self.sink.push(
+                    "enum_without_values",
+                    &path,
+                    Anchor::Value,
+                    format!("`{name}` is an enum but lists no `values`"),
+                    Some("add `values: [a, b]`".into()),
+                ),
+                (ValueType::Enum, Some(values)) if values.is_empty() => self.sink.push(
+                    "enum_without_values",
+                    &path.key("values"),
+                    Anchor::Value,
+                    format!("`{name}` is an enum with an empty `values` list"),
+                    None,
+                ),
+                (ty, Some(_)) if ty != ValueType::Enum => self.sink.push(
+                    "values_without_enum",
+                    &path.key("values"),
+                    Anchor::Key,
+                    format!("`values` only applies to `type: enum`, and `{name}` is a {}", ty.as_str()),
+                    None,
+                ),
+                _ => {}
+            }
+            if let Some(default) = &field.default {
+                if let Err((code, message)) = check_value(field, default) {
+                    self.sink.push(
+                        code,
+                        &path.key("default"),
+                        Anchor::Value,
+                        format!("the default of `{name}` is not a valid {}: {message}", field.ty.as_str()),
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    fn unknown_state(&mut self, path: &YamlPath, target: &str, states: &[&str]) {
+        let hint = match did_you_mean(target, states.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`? states: {}", states.join(", ")),
+            None => format!("states: {}", states.join(", ")),
+        };
+        self.sink.push(
+            "unknown_state",
+            path,
+            Anchor::Value,
+            format!("there is no state `{target}`"),
+            Some(hint),
+        );
+    }
+
+    fn check_state(&mut self, name: &str, state: &StateSpec, path: &YamlPath, states: &[&str]) -> StateDef {
+        let is_final = state.final_outcome.is_some();
+        if is_final && (!state.on.is_empty() || !state.timers.is_empty()) {
+            let key = if state.on.is_empty() { "timers" } else { "on" };
+            self.sink.push(
+                "final_state_has_transitions",
+                &path.key(key),
+                Anchor::Key,
+                format!("final state `{name}` cannot have `{key}`: final states absorb every later event"),
+                Some("remove `final:` or the transitions".into()),
+            );
+        }
+        if !is_final && state.on.is_empty() && state.timers.is_empty() {
+            self.sink.push(
+                "dead_end_state",
+                path,
+                Anchor::Key,
+                format!("state `{name}` is not final and has no way out"),
+                Some("add `final: completed` (or another outcome), an `on:` transition or a timer".into()),
+            );
+        }
+        let enter = self.check_actions(&state.enter, &path.key("enter"));
+        let exit = self.check_actions(&state.exit, &path.key("exit"));
+        let on_cancel = self.check_actions(&state.on_cancel, &path.key("on_cancel"));
+        let mut on = IndexMap::new();
+        for (event, handlers) in &state.on {
+            let event_path = path.key("on").key(event);
+            if !is_event_name(event) {
+                self.sink.push(
+                    "invalid_event_name",
+                    &event_path,
+                    Anchor::Key,
+                    format!("`{event}` is not a valid event type"),
+                    Some("event types are lower-case words joined by dots: `payment.succeeded`".into()),
+                );
+            }
+            let transitions = match handlers {
+                Handlers::Target(target) => {
+                    if !states.contains(&target.as_str()) {
+                        self.unknown_state(&event_path, target, states);
+                    }
+                    vec![TransitionDef {
+                        goto: Some(target.clone()),
+                        when: None,
+                        actions: Vec::new(),
+                    }]
+                }
+                Handlers::One(spec) => vec![self.check_transition(spec, &event_path, states)],
+                Handlers::Many(specs) => specs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, spec)| self.check_transition(spec, &event_path.index(i), states))
+                    .collect(),
+            };
+            on.insert(event.clone(), transitions);
+        }
+        let timers = state
+            .timers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, timer)| self.check_timer(timer, &path.key("timers").index(i), states))
+            .collect();
+        StateDef {
+            enter,
+            exit,
+            on,
+            timers,
+            on_cancel,
+            final_outcome: state.final_outcome,
+        }
+    }
+
+    fn check_transition(&mut self, spec: &TransitionSpec, path: &YamlPath, states: &[&str]) -> TransitionDef {
+        if let Some(target) = &spec.goto {
+            if !states.contains(&target.as_str()) {
+                self.unknown_state(&path.key("goto"), target, states);
+            }
+        }
+        if spec.goto.is_none() && spec.actions.is_empty() {
+            self.sink.push(
+                "transition_does_nothing",
+                path,
+                Anchor::Value,
+                "this transition has neither `goto` nor `actions`",
+                Some("add `goto: <state>` or some `actions`".into()),
+            );
+        }
+        let when = spec
+            .when
+            .as_ref()
+            .and_then(|source| self.check_expr(source, &path.key("when")));
+        TransitionDef {
+            goto: spec.goto.clone(),
+            when,
+            actions: self.check_actions(&spec.actions, &path.key("actions")),
+        }
+    }
+
+    fn check_timer(&mut self, spec: &TimerSpec, path: &YamlPath, states: &[&str]) -> Option<TimerDef> {
+        if let Some(target) = &spec.goto {
+            if !states.contains(&target.as_str()) {
+                self.unknown_state(&path.key("goto"), target, states);
+            }
+        }
+        if spec.goto.is_none() && spec.actions.is_empty() {
+            self.sink.push(
+                "timer_does_nothing",
+                path,
+                Anchor::Value,
+                "this timer has neither `goto` nor `actions`",
+                Some("add `goto: <state>` or some `actions`".into()),
+            );
+        }
+        let actions = self.check_actions(&spec.actions, &path.key("actions"));
+        let due = match (&spec.after, &spec.at) {
+            (Some(after), None) => match parse_duration(after) {
+                Ok(duration) => Some(Due::After(duration)),
+                Err(error) => {
+                    self.sink.push("bad_duration", &path.key("after"), Anchor::Value, error.to_string(), None);
+                    None
+                }
+            },
+            (None, Some(at)) => self.check_expr(at, &path.key("at")).map(Due::At),
+            (Some(_), Some(_)) => {
+                self.sink.push(
+                    "timer_due",
+                    &path.key("at"),
+                    Anchor::Key,
+                    "a timer takes either `after` or `at`, not both",
+                    None,
+                );
+                None
+            }
+            (None, None) => {
+                self.sink.push(
+                    "timer_due",
+                    path,
+                    Anchor::Value,
+                    "a timer needs `after: <duration>` or `at: <expression>`",
+                    Some("for example `after: 7d`".into()),
+                );
+                None
+            }
+        };
+        due.map(|due| TimerDef {
+            due,
+            goto: spec.goto.clone(),
+            actions,
+        })
+    }
+
+    fn check_actions(&mut self, specs: &[ActionSpec], path: &YamlPath) -> Vec<Action> {
+        specs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, spec)| self.check_action(spec, &path.index(i)))
+            .collect()
+    }
+
+    fn check_action(&mut self, spec: &ActionSpec, path: &YamlPath) -> Option<Action> {
+        match spec {
+            ActionSpec::Set(fields) => {
+                let path = path.key("set");
+                let mut compiled = Vec::new();
+                for (field, source) in fields {
+                    let field_path = path.key(field);
+                    if !self.spec.data.contains_key(field) {
+                        let declared: Vec<&str> = self.spec.data.keys().map(String::as_str).collect();
+                        self.sink.push(
+                            "unknown_data_field",
+                            &field_path,
+                            Anchor::Key,
+                            format!("`{field}` is not a data field"),
+                            Some(match did_you_mean(field, declared.iter().copied()) {
+                                Some(close) => format!("did you mean `{close}`?"),
+                                None => format!("declare it under `data:` (declared: {})", list_or_none(&declared)),
+                            }),
+                        );
+                    }
+                    if let Some(expr) = self.check_expr(source, &field_path) {
+                        compiled.push((field.clone(), expr));
+                    }
+                }
+                Some(Action::Set(SetAction { fields: compiled }))
+            }
+            ActionSpec::Send(send) => self.check_send(send, &path.key("send")).map(Action::Send),
+        }
+    }
+
+    fn check_send(&mut self, spec: &SendSpec, path: &YamlPath) -> Option<SendAction> {
+        let mut ok = true;
+        match self.spec.inputs.get(&spec.to) {
+            Some(field) if field.ty == ValueType::Party => {}
+            Some(field) => {
+                ok = false;
+                self.sink.push(
+                    "not_a_party",
+                    &path.key("to"),
+                    Anchor::Value,
+                    format!("`{}` is a {} input, not a party", spec.to, field.ty.as_str()),
+                    Some("messages go to inputs of type `party`".into()),
+                );
+            }
+            None => {
+                ok = false;
+                let parties: Vec<&str> = self
+                    .spec
+                    .inputs
+                    .iter()
+                    .filter(|(_, f)| f.ty == ValueType::Party)
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                self.sink.push(
+                    "undeclared_reference",
+                    &path.key("to"),
+                    Anchor::Value,
+                    format!("`{}` is not an input", spec.to),
+                    Some(match did_you_mean(&spec.to, parties.iter().copied()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("party inputs: {}", list_or_none(&parties)),
+                    }),
+                );
+            }
+        }
+        if !self.catalog.templates.contains(&spec.template) {
+            ok = false;
+            let known: Vec<&str> = self.catalog.templates.iter().map(String::as_str).collect();
+            self.sink.push(
+                "unknown_template",
+                &path.key("template"),
+                Anchor::Value,
+                format!("there is no template `{}`", spec.template),
+                Some(match did_you_mean(&spec.template, known.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!(
+                        "create templates/{}/title.txt.tera and body.txt.tera (known: {})",
+                        spec.template,
+                        list_or_none(&known)
+                    ),
+                }),
+            );
+        }
+        let mut channels = Vec::new();
+        for (i, name) in spec.channels.iter().flatten().enumerate() {
+            match Channel::ALL.iter().find(|c| c.as_str() == name) {
+                Some(channel) => channels.push(*channel),
+                None => {
+                    ok = false;
+                    let known: Vec<&str> = Channel::ALL.iter().map(|c| c.as_str()).collect();
+                    self.sink.push(
+                        "unknown_channel",
+                        &path.key("channels").index(i),
+                        Anchor::Value,
+                        format!("there is no channel `{name}`"),
+                        Some(format!("channels: {}", known.join(", "))),
+                    );
+                }
+            }
+        }
+        if channels.is_empty() {
+            channels.push(Channel::Inbox);
+        }
+        ok.then(|| SendAction {
+            to: spec.to.clone(),
+            template: spec.template.clone(),
+            channels,
+            purpose: spec.purpose.clone(),
+        })
+    }
+
+    fn check_expr(&mut self, source: &str, path: &YamlPath) -> Option<Expr> {
+        let expr = match Expr::compile(source) {
+            Ok(expr) => expr,
+            Err(error) => {
+                self.sink.push(
+                    "expression_syntax",
+                    path,
+                    Anchor::Inside(error.column),
+                    format!("`{source}` is not a valid CEL expression: {}", error.message),
+                    Some("expressions are CEL (https://cel.dev): `data.count > 2 && patient.id != ''`".into()),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        for name in expr.variables() {
+            if RESERVED_NAMES.contains(&name.as_str()) || self.spec.inputs.contains_key(&name) {
+                continue;
+            }
+            ok = false;
+            let inputs: Vec<&str> = self.spec.inputs.keys().map(String::as_str).collect();
+            let hint = match did_you_mean(&name, inputs.iter().copied().chain(RESERVED_NAMES)) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!(
+                    "expressions can read the inputs ({}) and {}",
+                    list_or_none(&inputs),
+                    RESERVED_NAMES.join(", ")
+                ),
+            };
+            self.sink.push(
+                "undeclared_reference",
+                path,
+                Anchor::Value,
+                format!("`{name}` is not a declared input"),
+                Some(hint),
+            );
+        }
+        for field in expr.data_fields() {
+            if !self.spec.data.contains_key(&field) {
+                ok = false;
+                self.sink.push(
+                    "unknown_data_field",
+                    path,
+                    Anchor::Value,
+                    format!("`data.{field}` is not a declared data field"),
+                    Some("declare it under `data:`".into()),
+                );
+            }
+        }
+        ok.then_some(expr)
+    }
+
+    fn check_reachability(&mut self, start: &str, states: &IndexMap<String, StateDef>) {
+        if !states.contains_key(start) {
+            return;
+        }
+        let mut seen = BTreeSet::from([start.to_owned()]);
+        let mut queue = VecDeque::from([start.to_owned()]);
+        while let Some(current) = queue.pop_front() {
+            let Some(state) = states.get(&current) else { continue };
+            let targets = state
+                .on
+                .values()
+                .flatten()
+                .filter_map(|t| t.goto.as_ref())
+                .chain(state.timers.iter().filter_map(|t| t.goto.as_ref()));
+            for target in targets {
+                if seen.insert(target.clone()) {
+                    queue.push_back(target.clone());
+                }
+            }
+        }
+        for name in states.keys() {
+            if !seen.contains(name) {
+                self.sink.push(
+                    "unreachable_state",
+                    &YamlPath::root().key("states").key(name),
+                    Anchor::Key,
+                    format!("state `{name}` cannot be reached from the start state `{start}`"),
+                    Some("add a transition to it, or remove it".into()),
+                );
+            }
+        }
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Checks a value against a field's type and returns it normalised: money
+/// as integer fen, datetimes as UTC RFC 3339 text, durations as seconds.
+///
+/// # Errors
+/// A code and a message saying what is wrong.
+pub fn check_value(
+    field: &FieldSpec,
+    value: &serde_json::Value,
+) -> Result<serde_json::Value, (&'static str, String)> {
+    use serde_json::Value as J;
+    let wrong = |what: &str| ("invalid_value", format!("expected {what}, got {value}"));
+    match (field.ty, value) {
+        (_, J::Null) if field.optional => Ok(J::Null),
+        (ValueType::String, J::String(_)) => Ok(value.clone()),
+        (ValueType::Integer, J::Number(n)) if n.is_i64() => Ok(value.clone()),
+        (ValueType::Boolean, J::Bool(_)) => Ok(value.clone()),
+        (ValueType::Money, J::String(text)) => Money::parse_yuan(text)
+            .map(|m| J::from(m.fen()))
+            .map_err(|e| ("bad_money", e.to_string())),
+        (ValueType::Money, _) => Err((
+            "bad_money",
+            format!("write money as a decimal string in yuan such as \"15.00\", got {value}"),
+        )),
+        (ValueType::Datetime, J::String(text)) => DateTime::parse_from_rfc3339(text)
+            .map(|t| J::String(t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+            .map_err(|_| ("invalid_value", format!("`{text}` is not an RFC 3339 date and time such as 2026-11-23T09:30:00+08:00"))),
+        (ValueType::Duration, J::String(text)) => parse_duration(text)
+            .map(|d| J::from(d.num_seconds()))
+            .map_err(|e| ("bad_duration", e.to_string())),
+        (ValueType::Enum, J::String(text)) => {
+            let values = field.values.as_deref().unwrap_or_default();
+            if values.iter().any(|v| v == text) {
+                Ok(value.clone())
+            } else {
+                Err(("invalid_value", format!("`{text}` is not one of {}", values.join(", "))))
+            }
+        }
+        (ValueType::Party, J::Object(_)) => serde_json::from_value::<Party>(value.clone())
+            .map_err(|e| ("invalid_value", format!("not a party: {e}")))
+            .and_then(|party| {
+                if party.id.trim().is_empty() {
+                    Err(("invalid_value", "a party needs a non-empty `id`".to_owned()))
+                } else {
+                    serde_json::to_value(party).map_err(|e| ("invalid_value", e.to_string()))
+                }
+            }),
+        (ValueType::String, _) => Err(wrong("text")),
+        (ValueType::Integer, _) => Err(wrong("a whole number")),
+        (ValueType::Boolean, _) => Err(wrong("true or false")),
+        (ValueType::Datetime, _) => Err(wrong("an RFC 3339 date and time")),
+        (ValueType::Duration, _) => Err(wrong("a duration such as 7d")),
+        (ValueType::Enum, _) => Err(wrong("one of the enum's values")),
+        (ValueType::Party, _) => Err(wrong("a party `{ id, name, phone, … }`")),
+    }
+}

@@ -1,0 +1,39 @@
+//! The action kinds. Each kind is one file with one `run` function that
+//! reads the `ActionContext` and changes data or emits effects. Adding a
+//! kind (`pay`, `refund`, `issue_code`, `door_key`, `queue.join`, `start`)
+//! adds a file here and a variant in `dsl::Action`; the engine core in
+//! `step.rs` does not change.
+
+mod send;
+mod set;
+
+use chrono::{DateTime, Utc};
+
+use super::{Effect, Error, HistoryEntry};
+use crate::dsl::{Action, Scope, WorkflowDef};
+
+/// What an action sees and may change.
+pub struct ActionContext<'a> {
+    pub def: &'a WorkflowDef,
+    pub input: &'a serde_json::Value,
+    pub data: &'a mut serde_json::Value,
+    pub scope: &'a Scope,
+    pub instance_id: &'a str,
+    pub state: &'a str,
+    pub now: DateTime<Utc>,
+    /// The idempotency key of this action's effect.
+    pub key: String,
+    pub effects: &'a mut Vec<Effect>,
+    pub history: &'a mut Vec<HistoryEntry>,
+}
+
+/// Runs one action.
+///
+/// # Errors
+/// An expression in the action failed.
+pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error> {
+    match action {
+        Action::Set(set) => set::run(set, context),
+        Action::Send(send) => send::run(send, context),
+    }
+}

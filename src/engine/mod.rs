@@ -1,0 +1,145 @@
+//! The engine core: a pure function of (definition, instance, event, now)
+//! that returns a `Transition`: the next state, the new data, effects as
+//! data, timers to set and cancel, and history entries.
+//!
+//! Architecture invariant: nothing here does IO or reads the clock. The
+//! caller (`runtime`) commits what `step` returns in one transaction and
+//! executes the effects afterwards. Adding an action kind touches
+//! `engine::actions`, never this file.
+
+pub mod actions;
+mod error;
+mod scope;
+mod step;
+
+pub use error::{Error, InputProblem};
+pub use step::{normalize_input, start, step};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::Party;
+use crate::dsl::{Channel, Outcome};
+
+/// Whether an instance is running, or final with its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Active,
+    Final(Outcome),
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "active",
+            Status::Final(outcome) => outcome.as_str(),
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        if text == "active" {
+            Some(Status::Active)
+        } else {
+            Outcome::parse(text).map(Status::Final)
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Final(_))
+    }
+}
+
+/// What the engine needs to know of a stored instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Instance<'a> {
+    pub id: &'a str,
+    pub state: &'a str,
+    pub status: Status,
+    pub input: &'a serde_json::Value,
+    pub data: &'a serde_json::Value,
+    /// How many times a state has been entered; timers and effect keys
+    /// carry it, so a timer armed by an earlier entry is recognised as stale.
+    pub entry_seq: i64,
+    pub business_key: Option<&'a str>,
+}
+
+/// Something that happens to an instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A named event from outside: `registration.booked`, `payment.succeeded`.
+    Named {
+        event_type: String,
+        payload: serde_json::Value,
+    },
+    /// A timer armed by state entry `entry_seq` has come due.
+    Timer { entry_seq: i64, index: usize },
+    /// The instance is cancelled from outside.
+    Cancel { reason: Option<String> },
+}
+
+/// The result of applying one event.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// False when the event was absorbed as a recorded no-op (a late event
+    /// on a final instance, a stale timer).
+    pub applied: bool,
+    pub state: String,
+    pub status: Status,
+    pub data: serde_json::Value,
+    pub entry_seq: i64,
+    pub effects: Vec<Effect>,
+    /// Drop every armed timer of the instance (the state was left or the instance ended).
+    pub cancel_timers: bool,
+    pub timers: Vec<TimerSet>,
+    pub history: Vec<HistoryEntry>,
+}
+
+/// A timer to arm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimerSet {
+    pub entry_seq: i64,
+    pub index: usize,
+    pub due_at: DateTime<Utc>,
+}
+
+/// One history entry, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HistoryEntry {
+    pub kind: &'static str,
+    pub detail: serde_json::Value,
+}
+
+/// A side effect to execute after commit, exactly once per `key`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effect {
+    /// Deterministic idempotency key: instance, state entry, site, action index.
+    pub key: String,
+    pub kind: EffectKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EffectKind {
+    Send(SendEffect),
+}
+
+impl EffectKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EffectKind::Send(_) => "send",
+        }
+    }
+}
+
+/// A message to render from `template` and deliver to `to`.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SendEffect {
+    pub to: Party,
+    pub template: String,
+    pub channels: Vec<Channel>,
+    pub purpose: Option<String>,
+    /// What the template sees: inputs, data, instance, party.
+    pub context: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value as Json};
+
+use super::actions::{self, ActionContext};
+use super::scope::{self, ScopeParts};
+use super::{Effect, Error, Event, HistoryEntry, InputProblem, Instance, Status, TimerSet, Transition};
+use crate::dsl::{check_value, Action, Due, Outcome, Scope, WorkflowDef};
+
+/// Checks a start input against the declared inputs and normalises it
+/// (money to fen, datetimes to UTC, defaults filled in).
+///
+/// # Errors
+/// Every problem at once: unknown, missing and ill-typed fields.
+pub fn normalize_input(def: &WorkflowDef, input: &Json) -> Result<Json, Error> {
+    let empty = serde_json::Map::new();
+    let given = match input {
+        Json::Object(map) => map,
+        Json::Null => &empty,
+        _ => {
+            return Err(Error::InvalidInput(vec![InputProblem {
+                field: "input".into(),
+                message: "the input must be a JSON object".into(),
+            }]))
+        }
+    };
+    let mut problems = Vec::new();
+    for name in given.keys() {
+        if !def.inputs.contains_key(name) {
+            problems.push(InputProblem {
+                field: name.clone(),
+                message: format!(
+                    "`{name}` is not an input of `{}` (inputs: {})",
+                    def.name,
+                    def.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for (name, field) in &def.inputs {
+        let value = match (given.get(name), &field.default) {
+            (Some(value), _) if !value.is_null() => value,
+            (_, Some(default)) => default,
+            (_, None) if field.optional => {
+                out.insert(name.clone(), Json::Null);
+                continue;
+            }
+            _ => {
+                problems.push(InputProblem {
+                    field: name.clone(),
+                    message: format!("`{name}` ({}) is required", field.ty.as_str()),
+                });
+                continue;
+            }
+        };
+        match check_value(field, value) {
+            Ok(normal) => {
+                out.insert(name.clone(), normal);
+            }
+            Err((_, message)) => problems.push(InputProblem {
+                field: name.clone(),
+                message,
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(Json::Object(out))
+    } else {
+        Err(Error::InvalidInput(problems))
+    }
+}
+
+/// Starts an instance: normalises the input, fills data defaults and
+/// enters the start state. Returns the normalised input and the transition.
+///
+/// # Errors
+/// An invalid input, or an expression that fails on entry.
+pub fn start(
+    def: &WorkflowDef,
+    id: &str,
+    input: &Json,
+    business_key: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(Json, Transition), Error> {
+    let input = normalize_input(def, input)?;
+    let mut data = serde_json::Map::new();
+    for (name, field) in &def.data {
+        let value = field
+            .default
+            .as_ref()
+            .and_then(|d| check_value(field, d).ok())
+            .unwrap_or(Json::Null);
+        data.insert(name.clone(), value);
+    }
+    let mut run = Run {
+        def,
+        id,
+        input: &input,
+        business_key,
+        now,
+        event: json!({"type": "start", "payload": {}}),
+        state: String::new(),
+        status: Status::Active,
+        data: Json::Object(data),
+        entry_seq: 0,
+        effects: Vec::new(),
+        cancel_timers: false,
+        timers: Vec::new(),
+        history: vec![HistoryEntry {
+            kind: "started",
+            detail: json!({"workflow": def.name, "state": def.start}),
+        }],
+    };
+    run.enter(&def.start)?;
+    let transition = run.finish(true);
+    Ok((input, transition))
+}
+
+/// Applies one event to an instance.
+///
+/// # Errors
+/// The event is not handled in the current state, no guard holds, or an
+/// expression failed. The instance must then be left unchanged.
+pub fn step(def: &WorkflowDef, instance: &Instance<'_>, event: &Event, now: DateTime<Utc>) -> Result<Transition, Error> {
+    let event_json = match event {
+        Event::Named { event_type, payload } => json!({"type": event_type, "payload": payload}),
+        Event::Timer { entry_seq, index } => json!({"type": "timer", "payload": {"entry_seq": entry_seq, "index": index}}),
+        Event::Cancel { reason } => json!({"type": "cancel", "payload": {"reason": reason}}),
+    };
+    let mut run = Run {
+        def,
+        id: instance.id,
+        input: instance.input,
+        business_key: instance.business_key,
+        now,
+        event: event_json.clone(),
+        state: instance.state.to_owned(),
+        status: instance.status,
+        data: instance.data.clone(),
+        entry_seq: instance.entry_seq,
+        effects: Vec::new(),
+        cancel_timers: false,
+        timers: Vec::new(),
+        history: Vec::new(),
+    };
+    if instance.status.is_final() {
+        run.history.push(HistoryEntry {
+            kind: "event_ignored",
+            detail: json!({"event": event_json, "reason": format!("the instance is final ({})", instance.status.as_str())}),
+        });
+        return Ok(run.finish(false));
+    }
+    let state = def
+        .state(instance.state)
+        .ok_or_else(|| Error::UnknownState(instance.state.to_owned()))?;
+    match event {
+        Event::Named { event_type, .. } => {
+            let Some(transitions) = state.on.get(event_type) else {
+                return Err(Error::EventNotHandled {
+                    state: instance.state.to_owned(),
+                    event_type: event_type.clone(),
+                    handled: state.on.keys().cloned().collect(),
+                });
+            };
+            let scope = run.scope();
+            let mut chosen = None;
+            for (i, transition) in transitions.iter().enumerate() {
+                let holds = match &transition.when {
+                    Some(guard) => guard.eval_bool(&scope).map_err(Error::Expression)?,
+                    None => true,
+                };
+                if holds {
+                    chosen = Some((i, transition));
+                    break;
+                }
+            }
+            let Some((i, transition)) = chosen else {
+                return Err(Error::GuardRejected {
+                    state: instance.state.to_owned(),
+                    event_type: event_type.clone(),
+                });
+            };
+            run.history.push(HistoryEntry {
+                kind: "event",
+                detail: event_json,
+            });
+            let site = format!("on.{event_type}.{i}");
+            run.take(transition.goto.as_deref(), &transition.actions, &site)?;
+        }
+        Event::Timer { entry_seq, index } => {
+            let timer = state.timers.get(*index);
+            match timer {
+                Some(timer) if *entry_seq == instance.entry_seq => {
+                    run.history.push(HistoryEntry {
+                        kind: "timer_fired",
+                        detail: json!({"state": instance.state, "index": index}),
+                    });
+                    let site = format!("timer.{index}");
+                    run.take(timer.goto.as_deref(), &timer.actions, &site)?;
+                }
+                _ => {
+                    run.history.push(HistoryEntry {
+                        kind: "event_ignored",
+                        detail: json!({"event": event_json, "reason": "the timer belongs to an earlier state entry"}),
+                    });
+                    return Ok(run.finish(false));
+                }
+            }
+        }
+        Event::Cancel { reason } => {
+            run.history.push(HistoryEntry {
+                kind: "cancel_requested",
+                detail: json!({"reason": reason}),
+            });
+            let on_cancel = state.on_cancel.clone();
+            run.actions(&on_cancel, "cancel")?;
+            run.cancel_timers = true;
+            run.status = Status::Final(Outcome::Cancelled);
+            run.history.push(HistoryEntry {
+                kind: "finished",
+                detail: json!({"state": run.state, "outcome": Outcome::Cancelled.as_str()}),
+            });
+        }
+    }
+    Ok(run.finish(true))
+}
+
+/// The mutable state of one step.
+struct Run<'a> {
+    def: &'a WorkflowDef,
+    id: &'a str,
+    input: &'a Json,
+    business_key: Option<&'a str>,
+    now: DateTime<Utc>,
+    event: Json,
+    state: String,
+    status: Status,
+    data: Json,
+    entry_seq: i64,
+    effects: Vec<Effect>,
+    cancel_timers: bool,
+    timers: Vec<TimerSet>,
+    history: Vec<HistoryEntry>,
+}
+
+impl Run<'_> {
+    fn scope(&self) -> Scope {
+        let instance = json!({"id": self.id, "state": self.state, "business_key": self.business_key, "workflow": self.def.name});
+        scope::build(&ScopeParts {
+            inputs: &self.def.inputs,
+            data_fields: &self.def.data,
+            input: self.input,
+            data: &self.data,
+            event: &self.event,
+            instance: &instance,
+            now: self.now,
+        })
+    }
+
+    /// Takes a transition: exit, transition actions, enter; or only the
+    /// actions when it has no target.
+    fn take(&mut self, goto: Option<&str>, transition_actions: &[Action], site: &str) -> Result<(), Error> {
+        match goto {
+            Some(target) => {
+                let from = self.state.clone();
+                if let Some(state) = self.def.state(&from) {
+                    let exit = state.exit.clone();
+                    self.actions(&exit, "exit")?;
+                }
+                self.cancel_timers = true;
+                self.actions(transition_actions, site)?;
+                self.history.push(HistoryEntry {
+                    kind: "transition",
+                    detail: json!({"from": from, "to": target}),
+                });
+                self.enter(target)
+            }
+            None => self.actions(transition_actions, site),
+        }
+    }
+
+    fn enter(&mut self, target: &str) -> Result<(), Error> {
+        let state = self
+            .def
+            .state(target)
+            .ok_or_else(|| Error::UnknownState(target.to_owned()))?;
+        self.entry_seq += 1;
+        self.state = target.to_owned();
+        self.history.push(HistoryEntry {
+            kind: "entered",
+            detail: json!({"state": target, "entry": self.entry_seq}),
+        });
+        let enter = state.enter.clone();
+        self.actions(&enter, "enter")?;
+        if let Some(outcome) = state.final_outcome {
+            self.status = Status::Final(outcome);
+            self.cancel_timers = true;
+            self.timers.clear();
+            self.history.push(HistoryEntry {
+                kind: "finished",
+                detail: json!({"state": target, "outcome": outcome.as_str()}),
+            });
+            return Ok(());
+        }
+        let scope = self.scope();
+        for (index, timer) in state.timers.iter().enumerate() {
+            let due_at = match &timer.due {
+                Due::After(duration) => self.now + *duration,
+                Due::At(expr) => expr.eval_time(&scope).map_err(Error::Expression)?,
+            };
+            self.history.push(HistoryEntry {
+                kind: "timer_set",
+                detail: json!({"state": target, "index": index, "due_at": due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+            });
+            self.timers.push(TimerSet {
+                entry_seq: self.entry_seq,
+                index,
+                due_at,
+            });
+        }
+        Ok(())
+    }
+
+    fn actions(&mut self, list: &[Action], site: &str) -> Result<(), Error> {
+        for (index, action) in list.iter().enumerate() {
+            let scope = self.scope();
+            let key = format!("{}/{}/{}/{}", self.id, self.entry_seq, site, index);
+            let mut context = ActionContext {
+                def: self.def,
+                input: self.input,
+                data: &mut self.data,
+                scope: &scope,
+                instance_id: self.id,
+                state: &self.state,
+                now: self.now,
+                key,
+                effects: &mut self.effects,
+                history: &mut self.history,
+            };
+            actions::run(action, &mut context)?;
+        }
+        Ok(())
+    }
+
+    fn finish(self, applied: bool) -> Transition {
+        Transition {
+            applied,
+            state: self.state,
+            status: self.status,
+            data: self.data,
+            entry_seq: self.entry_seq,
+            effects: self.effects,
+            cancel_timers: self.cancel_timers,
+            timers: self.timers,
+            history: self.history,
+        }
+    }
+}

@@ -1,0 +1,4 @@
+pub mod domain;
+pub mod dsl;
+pub mod engine;
+pub mod templates;

@@ -1,0 +1,206 @@
+//! Message templates: one directory per message under `templates/`, with
+//! `title.txt.tera` and `body.txt.tera`. All are loaded and compiled at
+//! start-up, so a syntax error stops the server before it serves.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use tera::{Context, Tera, Value};
+
+use crate::domain::Money;
+use crate::dsl::expr::DEFAULT_TIME_ZONE;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("templates in {dir}: {message}")]
+    Load { dir: String, message: String },
+    #[error("template `{0}` does not exist")]
+    Unknown(String),
+    #[error("template `{name}` failed to render: {message}")]
+    Render { name: String, message: String },
+}
+
+/// The compiled templates.
+pub struct Templates {
+    tera: Tera,
+    names: BTreeSet<String>,
+}
+
+/// A rendered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub title: String,
+    pub body: String,
+}
+
+impl Templates {
+    /// Loads every `<name>/title.txt.tera` and `<name>/body.txt.tera` under `dir`.
+    ///
+    /// # Errors
+    /// A directory that cannot be read, a template that does not compile,
+    /// or a message directory missing one of its two files.
+    pub fn load(dir: &Path) -> Result<Templates, Error> {
+        let fail = |message: String| Error::Load {
+            dir: dir.display().to_string(),
+            message,
+        };
+        let mut tera = Tera::default();
+        let mut names = BTreeSet::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| fail(e.to_string()))?;
+        let mut files = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().to_string();
+            for part in ["title.txt.tera", "body.txt.tera"] {
+                let file = path.join(part);
+                if !file.is_file() {
+                    return Err(fail(format!("{name}/ has no {part}")));
+                }
+                files.push((file, Some(format!("{name}/{part}"))));
+            }
+            names.insert(name);
+        }
+        tera.add_template_files(files).map_err(|e| fail(chain(&e)))?;
+        register_filters(&mut tera);
+        Ok(Templates { tera, names })
+    }
+
+    /// Builds templates from strings: `(name, title, body)`.
+    ///
+    /// # Errors
+    /// A template that does not compile.
+    pub fn from_strings(items: &[(&str, &str, &str)]) -> Result<Templates, Error> {
+        let mut tera = Tera::default();
+        let mut names = BTreeSet::new();
+        for (name, title, body) in items {
+            tera.add_raw_templates(vec![
+                (format!("{name}/title.txt.tera"), *title),
+                (format!("{name}/body.txt.tera"), *body),
+            ])
+            .map_err(|e| Error::Load {
+                dir: "(memory)".into(),
+                message: chain(&e),
+            })?;
+            names.insert((*name).to_owned());
+        }
+        register_filters(&mut tera);
+        Ok(Templates { tera, names })
+    }
+
+    pub fn names(&self) -> &BTreeSet<String> {
+        &self.names
+    }
+
+    /// Renders message `name` with `context`.
+    ///
+    /// # Errors
+    /// An unknown template, or one that fails on this context.
+    pub fn render(&self, name: &str, context: &serde_json::Value) -> Result<Rendered, Error> {
+        if !self.names.contains(name) {
+            return Err(Error::Unknown(name.to_owned()));
+        }
+        let context = Context::from_value(context.clone()).map_err(|e| Error::Render {
+            name: name.to_owned(),
+            message: chain(&e),
+        })?;
+        let render = |part: &str| {
+            self.tera
+                .render(&format!("{name}/{part}"), &context)
+                .map_err(|e| Error::Render {
+                    name: name.to_owned(),
+                    message: chain(&e),
+                })
+        };
+        Ok(Rendered {
+            title: render("title.txt.tera")?.trim().to_owned(),
+            body: render("body.txt.tera")?.trim_end().to_owned(),
+        })
+    }
+}
+
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+fn register_filters(tera: &mut Tera) {
+    tera.register_filter("yuan", yuan);
+    tera.register_filter("local_date", local_date);
+    tera.register_filter("local_datetime", local_datetime);
+}
+
+/// `{{ amount | yuan }}`: integer fen as `¥15.00`.
+fn yuan(value: &Value, _: &HashMap<String, Value>) -> tera::Result<Value> {
+    let fen = value
+        .as_i64()
+        .ok_or_else(|| tera::Error::msg("yuan: expects an amount in fen"))?;
+    Ok(Value::String(Money::from_fen(fen).to_string()))
+}
+
+fn zoned(value: &Value, args: &HashMap<String, Value>, format: &str) -> tera::Result<Value> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| tera::Error::msg("expects an RFC 3339 date and time"))?;
+    let at: DateTime<Utc> = DateTime::parse_from_rfc3339(text)
+        .map_err(|_| tera::Error::msg("expects an RFC 3339 date and time"))?
+        .with_timezone(&Utc);
+    let zone = args
+        .get("tz")
+        .and_then(Value::as_str)
+        .filter(|z| !z.is_empty())
+        .unwrap_or(DEFAULT_TIME_ZONE);
+    let zone: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
+    Ok(Value::String(at.with_timezone(&zone).format(format).to_string()))
+}
+
+/// `{{ at | local_date(tz=party.time_zone) }}`: `2026-11-23`.
+fn local_date(value: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    zoned(value, args, "%Y-%m-%d")
+}
+
+/// `{{ at | local_datetime(tz=party.time_zone) }}`: `2026-11-23 10:00`.
+fn local_datetime(value: &Value, args: &HashMap<String, Value>) -> tera::Result<Value> {
+    zoned(value, args, "%Y-%m-%d %H:%M")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_follow_up_reminder() {
+        let templates = Templates::load(Path::new("templates"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rendered = templates
+            .render(
+                "follow_up_reminder",
+                &serde_json::json!({
+                    "input": {"department": "心内科", "doctor": "李明", "visit_ended_at": "2026-11-20T07:00:00Z"},
+                    "party": {"id": "p1", "name": "张三", "time_zone": null},
+                    "data": {},
+                    "instance": {"id": "inst-1"},
+                    "public_url": "http://127.0.0.1:8080"
+                }),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        insta::assert_snapshot!(format!("{}\n---\n{}", rendered.title, rendered.body));
+    }
+
+    #[test]
+    fn formats_fen_as_yuan() {
+        let templates = Templates::from_strings(&[("bill", "{{ amount | yuan }}", "x")])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rendered = templates.render("bill", &serde_json::json!({"amount": 1550}));
+        assert_eq!(rendered.map(|r| r.title).ok(), Some("¥15.50".to_owned()));
+    }
+}
