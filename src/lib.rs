@@ -1,4 +1,19 @@
+//! o2flow: hospital and hotel O2O flows written in YAML, run as durable
+//! state machines.
+//!
+//! The path of an event: `http` (or the timer loop in `runtime`) turns a
+//! request into an `engine::Event`; `runtime` loads the instance from
+//! `store`, asks the pure `engine::step` for a `Transition`, and commits
+//! the new state, history, timers and outbox rows in one transaction; after
+//! commit `runtime` executes the outbox effects (a `send` renders a `tera`
+//! template into the web inbox). `dsl` parses and checks workflow files.
+//! See ARCHITECTURE.md for the invariants.
+
+pub mod cli;
 pub mod domain;
 pub mod dsl;
 pub mod engine;
+pub mod http;
+pub mod runtime;
+pub mod store;
 pub mod templates;

@@ -1,1 +1,15 @@
+//! Database migrations for o2flow, shared by SQLite and PostgreSQL.
+//! One file per change, each with `down`.
+
 pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_core_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_create_core_tables::Migration)]
+    }
+}

@@ -1,0 +1,111 @@
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::engine;
+use crate::runtime;
+
+/// An API error: a stable snake_case code, a message for people, and
+/// optional details. Internal causes are logged, never returned.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub details: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: serde_json::Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+
+    /// An opaque 500; the cause goes to the log only.
+    #[track_caller]
+    pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
+        let location = std::panic::Location::caller();
+        tracing::error!(error.location = %location, "internal error: {cause}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; it has been logged")
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut body = json!({"error": self.code, "message": self.message});
+        if let (Some(details), Some(object)) = (&self.details, body.as_object_mut()) {
+            object.insert("details".into(), details.clone());
+        }
+        HttpResponse::build(self.status).json(body)
+    }
+}
+
+impl From<runtime::Error> for ApiError {
+    #[track_caller]
+    fn from(error: runtime::Error) -> ApiError {
+        use runtime::Error as R;
+        match error {
+            R::UnknownWorkflow(name) => ApiError::unprocessable("unknown_workflow", format!("there is no workflow `{name}`")),
+            R::UnknownBranch(name) => ApiError::unprocessable("unknown_branch", format!("there is no branch `{name}`")),
+            R::InstanceNotFound(id) => ApiError::not_found("instance_not_found", format!("there is no instance `{id}`")),
+            R::InvalidWorkflow(diagnostics) => ApiError::unprocessable(
+                "invalid_workflow",
+                format!("the workflow has {} problem(s)", diagnostics.len()),
+            )
+            .with_details(json!({"diagnostics": diagnostics})),
+            R::IdempotencyMismatch => ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was already used with a different request body",
+            ),
+            R::Busy => ApiError::new(StatusCode::CONFLICT, "instance_busy", "the instance kept changing; try again"),
+            R::Engine(error) => engine_error(error),
+            R::Store(error) => ApiError::internal(&error),
+        }
+    }
+}
+
+fn engine_error(error: engine::Error) -> ApiError {
+    use engine::Error as E;
+    let message = error.to_string();
+    match error {
+        E::InvalidInput(problems) => ApiError::unprocessable("invalid_input", message).with_details(json!({"problems": problems})),
+        E::EventNotHandled { state, event_type, handled } => ApiError::new(StatusCode::CONFLICT, "event_not_handled", message)
+            .with_details(json!({"state": state, "event": event_type, "handled": handled})),
+        E::GuardRejected { state, event_type } => ApiError::new(StatusCode::CONFLICT, "guard_rejected", message)
+            .with_details(json!({"state": state, "event": event_type})),
+        E::Expression(_) => ApiError::unprocessable("expression_failed", message),
+        E::UnknownState(_) => ApiError::internal(&message),
+    }
+}

@@ -1,0 +1,117 @@
+use actix_web::{web, HttpResponse};
+
+use crate::http::auth::Caller;
+use crate::http::dto::{DeployQuery, Deployed, VersionQuery, WorkflowDetail, WorkflowSummary, WorkflowVersion};
+use crate::http::error::ApiError;
+use crate::http::AppState;
+use crate::store::DefinitionRow;
+
+/// `POST /api/v1/workflows`: deploy a YAML workflow. 201 for a new
+/// version, 200 when the same content is already deployed, 422 with
+/// every diagnostic when it is invalid.
+pub async fn deploy(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<DeployQuery>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&["admin"])?;
+    let source = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_encoding", "the workflow must be UTF-8 text"))?;
+    let file = query.file.clone().unwrap_or_else(|| "request.yaml".into());
+    let (row, created) = state.runtime.deploy(&caller.tenant_id, &file, source).await?;
+    let body = Deployed {
+        name: row.name,
+        version: row.version,
+        hash: row.hash,
+    };
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
+}
+
+/// `GET /api/v1/workflows`: every workflow with its versions.
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let rows = state.runtime.store().definitions(&caller.tenant_id).await.map_err(|e| ApiError::internal(&e))?;
+    let mut out: Vec<WorkflowSummary> = Vec::new();
+    for row in &rows {
+        match out.last_mut() {
+            Some(last) if last.name == row.name => {
+                last.latest_version = row.version;
+                last.title = row.title.clone();
+                last.versions.push(WorkflowVersion::from(row));
+            }
+            _ => out.push(WorkflowSummary {
+                name: row.name.clone(),
+                title: row.title.clone(),
+                latest_version: row.version,
+                versions: vec![WorkflowVersion::from(row)],
+            }),
+        }
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({"workflows": out})))
+}
+
+async fn versions(state: &AppState, caller: &Caller, name: &str) -> Result<Vec<DefinitionRow>, ApiError> {
+    let rows: Vec<DefinitionRow> = state
+        .runtime
+        .store()
+        .definitions(&caller.tenant_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .filter(|r| r.name == name)
+        .collect();
+    if rows.is_empty() {
+        return Err(ApiError::not_found("workflow_not_found", format!("there is no workflow `{name}`")));
+    }
+    Ok(rows)
+}
+
+fn pick(rows: &[DefinitionRow], version: Option<i32>) -> Result<&DefinitionRow, ApiError> {
+    match version {
+        Some(v) => rows
+            .iter()
+            .find(|r| r.version == v)
+            .ok_or_else(|| ApiError::not_found("version_not_found", format!("there is no version {v}"))),
+        None => rows.last().ok_or_else(|| ApiError::not_found("workflow_not_found", "no versions")),
+    }
+}
+
+/// `GET /api/v1/workflows/{name}?version=`: one version (the latest by default) with its source.
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+    query: web::Query<VersionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = versions(&state, &caller, &name).await?;
+    let row = pick(&rows, query.version)?;
+    Ok(HttpResponse::Ok().json(WorkflowDetail {
+        name: row.name.clone(),
+        title: row.title.clone(),
+        version: row.version,
+        hash: row.hash.clone(),
+        label: row.label.clone(),
+        deployed_at: WorkflowVersion::from(row).deployed_at,
+        source: row.source.clone(),
+        versions: rows.iter().map(WorkflowVersion::from).collect(),
+    }))
+}
+
+/// `GET /api/v1/workflows/{name}/graph?version=`: a Mermaid state diagram.
+pub async fn graph(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+    query: web::Query<VersionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = versions(&state, &caller, &name).await?;
+    let row = pick(&rows, query.version)?;
+    let def = state.runtime.definition(row).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/vnd.mermaid; charset=utf-8")
+        .body(crate::dsl::mermaid(&def)))
+}

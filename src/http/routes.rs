@@ -1,0 +1,40 @@
+//! The one routing table.
+
+use actix_web::{web, HttpRequest};
+
+use super::error::ApiError;
+use super::handlers::{health, inbox, instances, workflows};
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|error, _| {
+            ApiError::bad_request("malformed_json", format!("the body is not the JSON expected: {error}")).into()
+        }))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::bad_request("invalid_query", format!("the query string is not valid: {error}")).into()
+        }))
+        .app_data(web::PathConfig::default().error_handler(|error, _| {
+            ApiError::bad_request("invalid_path", format!("the path is not valid: {error}")).into()
+        }))
+        .app_data(web::PayloadConfig::default().limit(1 << 20))
+        .route("/healthz", web::get().to(health::healthz))
+        .service(
+            web::scope("/api/v1")
+                .route("/workflows", web::post().to(workflows::deploy))
+                .route("/workflows", web::get().to(workflows::list))
+                .route("/workflows/{name}", web::get().to(workflows::get))
+                .route("/workflows/{name}/graph", web::get().to(workflows::graph))
+                .route("/instances", web::post().to(instances::create))
+                .route("/instances", web::get().to(instances::list))
+                .route("/instances/{id}", web::get().to(instances::get))
+                .route("/instances/{id}/history", web::get().to(instances::history))
+                .route("/instances/{id}/events", web::post().to(instances::event))
+                .route("/instances/{id}/cancel", web::post().to(instances::cancel))
+                .route("/inbox/{party_id}", web::get().to(inbox::list)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::not_found("route_not_found", format!("no route for {} {}", request.method(), request.path())))
+}

@@ -1,0 +1,500 @@
+//! The runtime: loads instances, asks the engine for transitions, commits
+//! them, runs outbox effects after commit and fires due timers. It owns the
+//! clock; the engine gets `now` from here.
+//!
+//! Architecture invariant: the runtime knows nothing of HTTP; `http`
+//! calls it, and so do the CLI and the tests.
+
+mod clock;
+mod retry;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use retry::RetryPolicy;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::json;
+use tokio::sync::{watch, Notify};
+
+use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
+use crate::engine::{self, Event, SendEffect};
+use crate::store::{self, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, Store};
+use crate::templates::Templates;
+
+/// Why the runtime refused a request. Nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("there is no workflow `{0}`")]
+    UnknownWorkflow(String),
+    #[error("there is no branch `{0}`")]
+    UnknownBranch(String),
+    #[error("there is no instance `{0}`")]
+    InstanceNotFound(String),
+    #[error("the workflow has {} problem(s)", .0.len())]
+    InvalidWorkflow(Vec<Diagnostic>),
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyMismatch,
+    #[error("the instance kept changing; try again")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] store::Error),
+}
+
+/// How the runtime is set up.
+pub struct Options {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub templates: Arc<Templates>,
+    /// The address people reach o2flow at, for links in messages.
+    pub public_url: String,
+    pub retry: RetryPolicy,
+}
+
+/// A request to start an instance.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub workflow: String,
+    pub input: serde_json::Value,
+    pub branch: Option<String>,
+    pub business_key: Option<String>,
+    /// `(Idempotency-Key, hash of the request body)`.
+    pub idempotency: Option<(String, String)>,
+}
+
+/// What applying an event did.
+#[derive(Debug, Clone)]
+pub struct EventResult {
+    pub instance: InstanceRow,
+    /// False when the event was absorbed as a recorded no-op.
+    pub applied: bool,
+    /// True when this was a replay of an earlier request with the same key.
+    pub replayed: bool,
+}
+
+pub struct Runtime {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    templates: Arc<Templates>,
+    public_url: String,
+    retry: RetryPolicy,
+    definitions: RwLock<HashMap<i64, Arc<WorkflowDef>>>,
+    wake: Notify,
+}
+
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+impl Runtime {
+    pub fn new(options: Options) -> Runtime {
+        Runtime {
+            store: options.store,
+            clock: options.clock,
+            templates: options.templates,
+            public_url: options.public_url,
+            retry: options.retry,
+            definitions: RwLock::new(HashMap::new()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        Catalog::with_templates(self.templates.names().iter().cloned())
+    }
+
+    /// Validates and deploys a workflow for a tenant. Returns the stored
+    /// row and whether it is a new version.
+    ///
+    /// # Errors
+    /// `InvalidWorkflow` with every diagnostic, or a store error.
+    pub async fn deploy(&self, tenant_id: &str, file: &str, source: &str) -> Result<(DefinitionRow, bool), Error> {
+        let (def, diagnostics) = dsl::validate(file, source, &self.catalog());
+        let Some(def) = def else {
+            return Err(Error::InvalidWorkflow(diagnostics));
+        };
+        let (row, created) = self
+            .store
+            .deploy(tenant_id, &def.name, source, def.title.as_deref(), def.label.as_deref(), self.now())
+            .await?;
+        if let Ok(mut cache) = self.definitions.write() {
+            cache.insert(row.id, Arc::new(def));
+        }
+        Ok((row, created))
+    }
+
+    /// The compiled definition of a stored version.
+    ///
+    /// # Errors
+    /// A store error, or a stored source that no longer validates (a
+    /// template was removed).
+    pub async fn definition(&self, row: &DefinitionRow) -> Result<Arc<WorkflowDef>, Error> {
+        if let Some(def) = self.definitions.read().ok().and_then(|c| c.get(&row.id).cloned()) {
+            return Ok(def);
+        }
+        let (def, diagnostics) = dsl::validate(&format!("{}@v{}", row.name, row.version), &row.source, &self.catalog());
+        let def = Arc::new(def.ok_or(Error::InvalidWorkflow(diagnostics))?);
+        if let Ok(mut cache) = self.definitions.write() {
+            cache.insert(row.id, def.clone());
+        }
+        Ok(def)
+    }
+
+    async fn definition_by_id(&self, id: i64) -> Result<Arc<WorkflowDef>, Error> {
+        if let Some(def) = self.definitions.read().ok().and_then(|c| c.get(&id).cloned()) {
+            return Ok(def);
+        }
+        let row = self
+            .store
+            .definition_by_id(id)
+            .await?
+            .ok_or_else(|| Error::UnknownWorkflow(format!("#{id}")))?;
+        self.definition(&row).await
+    }
+
+    /// Starts an instance on the latest version of a workflow.
+    ///
+    /// # Errors
+    /// Unknown workflow or branch, invalid input, a reused idempotency key
+    /// with another body, or a store error.
+    pub async fn start(&self, tenant_id: &str, request: StartRequest) -> Result<(InstanceRow, bool), Error> {
+        if let Some(replay) = self.replay_start(tenant_id, &request).await? {
+            return Ok((replay, false));
+        }
+        let row = self
+            .store
+            .latest_definition(tenant_id, &request.workflow)
+            .await?
+            .ok_or_else(|| Error::UnknownWorkflow(request.workflow.clone()))?;
+        let def = self.definition(&row).await?;
+        let branches = self.store.branches(tenant_id).await?;
+        let branch = match &request.branch {
+            Some(branch) if branches.contains(branch) => branch.clone(),
+            Some(branch) => return Err(Error::UnknownBranch(branch.clone())),
+            None => branches.first().cloned().ok_or_else(|| Error::UnknownBranch("(none)".into()))?,
+        };
+        let now = self.now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let (input, transition) = engine::start(&def, &id, &request.input, request.business_key.as_deref(), now)?;
+        let record = request.idempotency.as_ref().map(|(key, hash)| IdempotencyRecord {
+            scope: "start".into(),
+            key: key.clone(),
+            request_hash: hash.clone(),
+            response: id.clone(),
+            status_code: 201,
+        });
+        let inserted = self
+            .store
+            .insert_instance(
+                NewInstance {
+                    id: &id,
+                    tenant_id,
+                    branch_id: &branch,
+                    definition: &row,
+                    input: &input,
+                    business_key: request.business_key.as_deref(),
+                },
+                &transition,
+                record.as_ref(),
+                now,
+            )
+            .await;
+        match inserted {
+            Ok(instance) => {
+                tracing::info!(instance.id = %id, workflow.name = %row.name, state = %instance.state, "started instance {id}");
+                self.wake.notify_one();
+                Ok((instance, true))
+            }
+            Err(error) => match self.replay_start(tenant_id, &request).await? {
+                // Another request with the same key won the race.
+                Some(replay) => Ok((replay, false)),
+                None => Err(error.into()),
+            },
+        }
+    }
+
+    async fn replay_start(&self, tenant_id: &str, request: &StartRequest) -> Result<Option<InstanceRow>, Error> {
+        let Some((key, hash)) = &request.idempotency else { return Ok(None) };
+        let Some(stored) = self.store.idempotency(tenant_id, "start", key).await? else { return Ok(None) };
+        if &stored.request_hash != hash {
+            return Err(Error::IdempotencyMismatch);
+        }
+        Ok(self.store.instance(tenant_id, &stored.response).await?)
+    }
+
+    /// Applies an event to an instance of the tenant.
+    ///
+    /// # Errors
+    /// Unknown instance, an event the state does not handle, a reused
+    /// idempotency key with another body, or a store error.
+    pub async fn send_event(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        event: Event,
+        idempotency: Option<(String, String)>,
+    ) -> Result<EventResult, Error> {
+        let scope = format!("event:{instance_id}");
+        if let Some((key, hash)) = &idempotency {
+            if let Some(stored) = self.store.idempotency(tenant_id, &scope, key).await? {
+                if &stored.request_hash != hash {
+                    return Err(Error::IdempotencyMismatch);
+                }
+                let instance = self
+                    .store
+                    .instance(tenant_id, instance_id)
+                    .await?
+                    .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
+                return Ok(EventResult {
+                    instance,
+                    applied: stored.response == "applied",
+                    replayed: true,
+                });
+            }
+        }
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let current = self
+                .store
+                .instance(tenant_id, instance_id)
+                .await?
+                .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
+            let def = self.definition_by_id(current.definition_id).await?;
+            let now = self.now();
+            let transition = step_row(&def, &current, &event, now)?;
+            let record = idempotency.as_ref().map(|(key, hash)| IdempotencyRecord {
+                scope: scope.clone(),
+                key: key.clone(),
+                request_hash: hash.clone(),
+                response: if transition.applied { "applied" } else { "ignored" }.into(),
+                status_code: 200,
+            });
+            match self.store.commit(&current, &transition, None, record.as_ref(), now).await {
+                Ok(()) => {
+                    self.wake.notify_one();
+                    let instance = self
+                        .store
+                        .instance(tenant_id, instance_id)
+                        .await?
+                        .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
+                    return Ok(EventResult {
+                        instance,
+                        applied: transition.applied,
+                        replayed: false,
+                    });
+                }
+                Err(store::Error::Conflict) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    /// Fires every timer that is due now. Returns how many fired.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn fire_due_timers(&self) -> Result<usize, Error> {
+        let mut fired = 0;
+        loop {
+            let due = self.store.due_timers(self.now(), 256).await?;
+            if due.is_empty() {
+                return Ok(fired);
+            }
+            let batch = due.len();
+            for timer in due {
+                match self.fire(&timer).await {
+                    Ok(()) => fired += 1,
+                    Err(error) => {
+                        tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
+                    }
+                }
+            }
+            if batch < 256 {
+                return Ok(fired);
+            }
+        }
+    }
+
+    async fn fire(&self, timer: &store::TimerRow) -> Result<(), Error> {
+        let event = Event::Timer {
+            entry_seq: timer.entry_seq,
+            index: usize::try_from(timer.timer_index).unwrap_or(usize::MAX),
+        };
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            let Some(current) = self.store.instance(&timer.tenant_id, &timer.instance_id).await? else {
+                return Ok(());
+            };
+            let def = self.definition_by_id(current.definition_id).await?;
+            let now = self.now();
+            let transition = match step_row(&def, &current, &event, now) {
+                Ok(transition) => transition,
+                Err(error) => engine::Transition {
+                    // The flow cannot take this timer (an expression failed):
+                    // record it and drop the timer rather than fire forever.
+                    applied: false,
+                    state: current.state.clone(),
+                    status: engine::Status::parse(&current.status).unwrap_or(engine::Status::Active),
+                    data: serde_json::from_str(&current.data).unwrap_or_default(),
+                    entry_seq: current.entry_seq,
+                    effects: Vec::new(),
+                    cancel_timers: false,
+                    timers: Vec::new(),
+                    history: vec![engine::HistoryEntry {
+                        kind: "timer_failed",
+                        detail: json!({"index": timer.timer_index, "error": error.to_string()}),
+                    }],
+                },
+            };
+            match self.store.commit(&current, &transition, Some(timer.id), None, now).await {
+                Ok(()) => {
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+                Err(store::Error::Conflict) => {
+                    if !self.store.timers_of(&timer.instance_id).await?.iter().any(|t| t.id == timer.id) {
+                        return Ok(());
+                    }
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    /// Runs every pending outbox effect whose time has come. Returns how
+    /// many were delivered.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn drain_outbox(&self) -> Result<usize, Error> {
+        let mut done = 0;
+        loop {
+            let rows = self.store.pending_outbox(self.now(), 256).await?;
+            if rows.is_empty() {
+                return Ok(done);
+            }
+            let batch = rows.len();
+            for row in rows {
+                if self.execute(&row).await? {
+                    done += 1;
+                }
+            }
+            if batch < 256 {
+                return Ok(done);
+            }
+        }
+    }
+
+    async fn execute(&self, row: &store::OutboxRow) -> Result<bool, Error> {
+        let now = self.now();
+        let outcome = match row.kind.as_str() {
+            "send" => match serde_json::from_str::<SendEffect>(&row.payload) {
+                Ok(send) => self.deliver(row, &send).await,
+                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
+            },
+            other => Err(Failure::Permanent(format!("unknown effect kind `{other}`"))),
+        };
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(Failure::Transient(message)) => {
+                let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
+                let retry_at = self.retry.delay(attempts).map(|d| now + d);
+                tracing::warn!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed: {message}", row.effect_key);
+                self.store.outbox_attempt_failed(row, &message, retry_at, now).await?;
+                Ok(false)
+            }
+            Err(Failure::Permanent(message)) => {
+                tracing::error!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed for good: {message}", row.effect_key);
+                self.store.outbox_attempt_failed(row, &message, None, now).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {
+        let mut context = send.context.clone();
+        if let Some(object) = context.as_object_mut() {
+            object.insert("public_url".into(), json!(self.public_url));
+        }
+        let rendered = self
+            .templates
+            .render(&send.template, &context)
+            .map_err(|e| Failure::Permanent(e.to_string()))?;
+        self.store
+            .deliver_to_inbox(row, &send.to.id, &send.template, &rendered.title, &rendered.body, self.now())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+
+    /// Runs timers and outbox until `shutdown` turns true: wakes on every
+    /// commit and at least every `tick`.
+    pub async fn run_background(self: Arc<Self>, tick: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if let Err(error) = self.fire_due_timers().await {
+                tracing::warn!("timer loop: {error}");
+            }
+            if let Err(error) = self.drain_outbox().await {
+                tracing::warn!("outbox loop: {error}");
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return; }
+                }
+            }
+        }
+    }
+
+    /// Lets the background loop look again now (after the clock moved).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Fires due timers and drains the outbox until nothing is left: what
+    /// tests call after moving a manual clock.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn settle(&self) -> Result<(), Error> {
+        for _ in 0..100 {
+            let fired = self.fire_due_timers().await?;
+            let sent = self.drain_outbox().await?;
+            if fired == 0 && sent == 0 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Failure {
+    Transient(String),
+    Permanent(String),
+}
+
+/// The engine view of a stored row, stepped.
+fn step_row(def: &WorkflowDef, row: &InstanceRow, event: &Event, now: chrono::DateTime<chrono::Utc>) -> Result<engine::Transition, engine::Error> {
+    let input: serde_json::Value = serde_json::from_str(&row.input).unwrap_or_default();
+    let data: serde_json::Value = serde_json::from_str(&row.data).unwrap_or_default();
+    let status = engine::Status::parse(&row.status).unwrap_or(engine::Status::Active);
+    let view = engine::Instance {
+        id: &row.id,
+        state: &row.state,
+        status,
+        input: &input,
+        data: &data,
+        entry_seq: row.entry_seq,
+        business_key: row.business_key.as_deref(),
+    };
+    engine::step(def, &view, event, now)
+}
+

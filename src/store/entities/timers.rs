@@ -1,0 +1,22 @@
+//! @generated in the shape of sea-orm-codegen; do not edit by hand.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "timers")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = true)]
+    pub id: i64,
+    #[sea_orm(column_type = "Text")]
+    pub tenant_id: String,
+    #[sea_orm(column_type = "Text")]
+    pub instance_id: String,
+    pub entry_seq: i64,
+    pub timer_index: i32,
+    pub due_at_ms: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,111 @@
+//! Durable storage through sea-orm, on SQLite (the embedded default) or
+//! PostgreSQL, with the same migrations. Repositories here hand out plain
+//! rows and take engine `Transition`s; nothing outside `store` builds a
+//! query. A state change, its history rows, its timers and its outbox rows
+//! are written in one transaction (`Store::commit`).
+//!
+//! Architecture invariant: `store` knows nothing of HTTP.
+
+pub mod entities;
+mod repo;
+
+pub use repo::*;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+    #[error("stored JSON is corrupt: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the row changed under us; retry")]
+    Conflict,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The database behind o2flow.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects, creating an SQLite file on first use (WAL mode), and runs
+    /// pending migrations.
+    ///
+    /// # Errors
+    /// The database cannot be reached, or a migration fails.
+    pub async fn connect(url: &str) -> Result<Store> {
+        let url = normalize_url(url);
+        let mut options = ConnectOptions::new(url.clone());
+        options.sqlx_logging(false);
+        if url.starts_with("sqlite:") {
+            // One writer at a time is SQLite's model; one connection keeps
+            // transactions from tripping over each other's locks.
+            options.max_connections(1).min_connections(1);
+        } else {
+            options.max_connections(16).min_connections(1);
+        }
+        let db = Database::connect(options).await?;
+        if db.get_database_backend() == DbBackend::Sqlite {
+            for pragma in [
+                "PRAGMA journal_mode = WAL",
+                "PRAGMA synchronous = NORMAL",
+                "PRAGMA busy_timeout = 5000",
+                "PRAGMA foreign_keys = ON",
+            ] {
+                db.execute_unprepared(pragma).await?;
+            }
+        }
+        use migrations::MigratorTrait;
+        migrations::Migrator::up(&db, None).await?;
+        Ok(Store { db })
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// The SQLite journal mode (`wal`), for checks and tests.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn journal_mode(&self) -> Result<Option<String>> {
+        use sea_orm::Statement;
+        if self.backend() != DbBackend::Sqlite {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .await?;
+        Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
+    }
+}
+
+/// `o2flow.db` and `sqlite:o2flow.db` both mean a file, created if missing.
+fn normalize_url(url: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return url.to_owned();
+    }
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    if path.contains("mode=") {
+        format!("sqlite://{path}")
+    } else if path.contains('?') {
+        format!("sqlite://{path}&mode=rwc")
+    } else {
+        format!("sqlite://{path}?mode=rwc")
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn ms(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_millis()
+}
+
+/// The time of a millisecond count.
+pub fn from_ms(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
