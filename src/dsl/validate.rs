@@ -239,7 +239,7 @@ impl Checker<'_> {
             let def = self.check_state(state_name, state, &path, &state_names);
             states.insert(state_name.clone(), def);
         }
-        self.check_reachability(&start, &states);
+        self.check_reachability(&start);
         Some(WorkflowDef {
             name,
             label: self.spec.version.as_ref().map(ToString::to_string),
@@ -657,7 +657,10 @@ impl Checker<'_> {
         ok.then_some(expr)
     }
 
-    fn check_reachability(&mut self, start: &str, states: &IndexMap<String, StateDef>) {
+    /// Walks the file as written (not the compiled states), so a transition
+    /// with a mistake elsewhere still counts for reachability.
+    fn check_reachability(&mut self, start: &str) {
+        let states = &self.spec.states;
         if !states.contains_key(start) {
             return;
         }
@@ -665,12 +668,15 @@ impl Checker<'_> {
         let mut queue = VecDeque::from([start.to_owned()]);
         while let Some(current) = queue.pop_front() {
             let Some(state) = states.get(&current) else { continue };
-            let targets = state
-                .on
-                .values()
-                .flatten()
-                .filter_map(|t| t.goto.as_ref())
-                .chain(state.timers.iter().filter_map(|t| t.goto.as_ref()));
+            let mut targets: Vec<&String> = Vec::new();
+            for handlers in state.on.values() {
+                match handlers {
+                    Handlers::Target(target) => targets.push(target),
+                    Handlers::One(one) => targets.extend(one.goto.as_ref()),
+                    Handlers::Many(many) => targets.extend(many.iter().filter_map(|t| t.goto.as_ref())),
+                }
+            }
+            targets.extend(state.timers.iter().filter_map(|t| t.goto.as_ref()));
             for target in targets {
                 if seen.insert(target.clone()) {
                     queue.push_back(target.clone());

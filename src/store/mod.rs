@@ -68,6 +68,11 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// Closes the connection pool.
+    pub async fn close(&self) {
+        let _ = self.db.clone().close().await;
+    }
+
     /// The SQLite journal mode (`wal`), for checks and tests.
     ///
     /// # Errors

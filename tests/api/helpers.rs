@@ -1,0 +1,208 @@
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use o2flow::runtime::{ManualClock, Options, RetryPolicy, Runtime};
+use o2flow::store::Store;
+use o2flow::templates::Templates;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+/// Declares `mod $name { sqlite, postgres }` running `$name(app)` on each.
+#[macro_export]
+macro_rules! storage_test {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $crate::helpers::run($crate::helpers::Db::Sqlite, super::$name).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $crate::helpers::run($crate::helpers::Db::Postgres, super::$name).await;
+            }
+        }
+    };
+}
+
+pub async fn run<F, Fut>(db: Db, test: F)
+where
+    F: FnOnce(TestApp) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let app = TestApp::spawn(db).await;
+    test(app.clone()).await;
+    app.cleanup().await;
+}
+
+pub fn postgres_admin_url() -> String {
+    std::env::var("O2FLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A running o2flow on port 0 with a fresh database, a manual clock, and
+/// two tenants (`acme`, with admin and viewer keys, and `other`).
+#[derive(Clone)]
+pub struct TestApp {
+    pub db: Db,
+    pub database_url: String,
+    pub pg_name: Option<String>,
+    pub address: String,
+    pub client: reqwest::Client,
+    pub key: String,
+    pub viewer_key: String,
+    pub other_key: String,
+    pub runtime: Arc<Runtime>,
+    pub clock: Arc<ManualClock>,
+    pub server: Arc<actix_web::dev::ServerHandle>,
+}
+
+pub fn start_time() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).single().unwrap_or_default()
+}
+
+pub fn runtime_on(store: Store, clock: Arc<ManualClock>) -> Arc<Runtime> {
+    let templates = Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(Runtime::new(Options {
+        store,
+        clock,
+        templates: Arc::new(templates),
+        public_url: "http://o2flow.test".into(),
+        retry: RetryPolicy::default(),
+    }))
+}
+
+impl TestApp {
+    pub async fn spawn(db: Db) -> TestApp {
+        let name = format!("o2flow_test_{}", uuid::Uuid::new_v4().simple());
+        let (database_url, pg_name) = match db {
+            Db::Sqlite => {
+                let path = std::env::temp_dir().join(format!("{name}.db"));
+                (format!("sqlite:{}", path.display()), None)
+            }
+            Db::Postgres => {
+                let admin = Database::connect(format!("{}/postgres", postgres_admin_url()))
+                    .await
+                    .unwrap_or_else(|e| panic!("PostgreSQL must answer at {}: {e}", postgres_admin_url()));
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
+                admin.close().await.ok();
+                (format!("{}/{name}", postgres_admin_url()), Some(name))
+            }
+        };
+        let store = Store::connect(&database_url).await.unwrap_or_else(|e| panic!("{e}"));
+        let clock = Arc::new(ManualClock::new(start_time()));
+        let now = start_time();
+        store.ensure_tenant("acme", "Acme Hospital Group", now).await.unwrap_or_else(|e| panic!("{e}"));
+        store.add_branch("acme", "east", "East campus", now + chrono::Duration::seconds(1)).await.unwrap_or_else(|e| panic!("{e}"));
+        store.ensure_tenant("other", "Other Hotel Chain", now).await.unwrap_or_else(|e| panic!("{e}"));
+        let key = store.create_api_key("acme", "admin", now).await.unwrap_or_else(|e| panic!("{e}"));
+        let viewer_key = store.create_api_key("acme", "viewer", now).await.unwrap_or_else(|e| panic!("{e}"));
+        let other_key = store.create_api_key("other", "admin", now).await.unwrap_or_else(|e| panic!("{e}"));
+        let runtime = runtime_on(store, clock.clone());
+        let source = std::fs::read_to_string("workflows/follow_up_reminder.yaml").unwrap_or_else(|e| panic!("{e}"));
+        for tenant in ["acme", "other"] {
+            runtime.deploy(tenant, "follow_up_reminder.yaml", &source).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let address = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let server = o2flow::http::server(runtime.clone(), listener).unwrap_or_else(|e| panic!("{e}"));
+        let handle = server.handle();
+        tokio::spawn(server);
+        TestApp {
+            db,
+            database_url,
+            pg_name,
+            address,
+            client: reqwest::Client::new(),
+            key,
+            viewer_key,
+            other_key,
+            runtime,
+            clock,
+            server: Arc::new(handle),
+        }
+    }
+
+    pub async fn cleanup(self) {
+        self.server.stop(false).await;
+        match (&self.db, &self.pg_name) {
+            (Db::Postgres, Some(name)) => {
+                self.runtime.store().close().await;
+                if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_admin_url())).await {
+                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                }
+            }
+            _ => {
+                let path = self.database_url.trim_start_matches("sqlite:").to_owned();
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{path}{suffix}"));
+                }
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_with(path, &self.key).await
+    }
+
+    pub async fn get_with(&self, path: &str, key: &str) -> (u16, Value) {
+        let response = self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap_or_else(|e| panic!("{e}"));
+        read(response).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post_raw(path, &self.key, body.to_string(), None).await
+    }
+
+    pub async fn post_raw(&self, path: &str, key: &str, body: String, idempotency_key: Option<&str>) -> (u16, Value) {
+        let mut request = self.client.post(self.url(path)).bearer_auth(key).header("content-type", "application/json").body(body);
+        if let Some(idempotency_key) = idempotency_key {
+            request = request.header("Idempotency-Key", idempotency_key);
+        }
+        read(request.send().await.unwrap_or_else(|e| panic!("{e}"))).await
+    }
+
+    /// Starts a follow-up reminder for `patient_id` through the API.
+    pub async fn start_follow_up(&self, patient_id: &str, business_key: Option<&str>) -> Value {
+        let (status, body) = self.post("/api/v1/instances", &follow_up_request(patient_id, business_key)).await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    /// Moves the manual clock and lets timers and the outbox catch up.
+    pub async fn advance(&self, by: chrono::Duration) {
+        self.clock.advance(by);
+        self.runtime.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+pub fn follow_up_request(patient_id: &str, business_key: Option<&str>) -> Value {
+    json!({
+        "workflow": "follow_up_reminder",
+        "business_key": business_key,
+        "input": {
+            "patient": {"id": patient_id, "name": "张三", "phone": "13800001234", "time_zone": "Asia/Shanghai"},
+            "department": "心内科",
+            "doctor": "李明",
+            "visit_ended_at": "2026-11-20T15:30:00+08:00"
+        }
+    })
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary. Storage tests run twice: on a fresh SQLite
+//! file and on a fresh PostgreSQL database (random name, dropped after).
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod dsl_fixtures;
+mod follow_up;
+mod instances;
