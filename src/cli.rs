@@ -12,7 +12,11 @@ use crate::store::{Store, ROLES};
 use crate::templates::Templates;
 
 #[derive(Debug, Parser)]
-#[command(name = "o2flow", version, about = "Hospital and hotel O2O flows in YAML, run as durable state machines")]
+#[command(
+    name = "o2flow",
+    version,
+    about = "Hospital and hotel O2O flows in YAML, run as durable state machines"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -102,15 +106,22 @@ pub fn workflow_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
 
 fn catalog_from(dir: &Path) -> anyhow::Result<(Catalog, Templates)> {
     let templates = Templates::load(dir)?;
-    Ok((Catalog::with_templates(templates.names().iter().cloned()), templates))
+    Ok((
+        Catalog::with_templates(templates.names().iter().cloned()),
+        templates,
+    ))
 }
 
 /// Validates files; prints every diagnostic. Returns the sources that passed.
-fn check_files(files: &[PathBuf], catalog: &Catalog) -> anyhow::Result<(Vec<(String, String)>, usize)> {
+fn check_files(
+    files: &[PathBuf],
+    catalog: &Catalog,
+) -> anyhow::Result<(Vec<(String, String)>, usize)> {
     let mut good = Vec::new();
     let mut problems = 0;
     for file in files {
-        let source = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let source =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
         let label = file.display().to_string();
         let (def, diagnostics) = dsl::validate(&label, &source, catalog);
         for diagnostic in &diagnostics {
@@ -135,12 +146,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Validate { paths, templates } => {
-            let paths = if paths.is_empty() { vec![PathBuf::from("workflows")] } else { paths };
+            let paths = if paths.is_empty() {
+                vec![PathBuf::from("workflows")]
+            } else {
+                paths
+            };
             let files = workflow_files(&paths)?;
             let (catalog, _) = catalog_from(&templates)?;
             let (good, problems) = check_files(&files, &catalog)?;
             if problems > 0 {
-                eprintln!("error: {problems} problem(s) in {} of {} file(s)", files.len() - good.len(), files.len());
+                eprintln!(
+                    "error: {problems} problem(s) in {} of {} file(s)",
+                    files.len() - good.len(),
+                    files.len()
+                );
                 Ok(1)
             } else {
                 println!("ok: {} workflow file(s) valid", files.len());
@@ -149,7 +168,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Graph { file, templates } => {
             let (catalog, _) = catalog_from(&templates)?;
-            let source = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let source = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let (def, diagnostics) = dsl::validate(&file.display().to_string(), &source, &catalog);
             for diagnostic in &diagnostics {
                 eprintln!("{}", diagnostic.render(&source));
@@ -162,28 +182,63 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 None => Ok(1),
             }
         }
-        Command::Keys { command: KeysCommand::Create { tenant, role, database } } => {
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    tenant,
+                    role,
+                    database,
+                },
+        } => {
             let store = Store::connect(&database.database_url).await?;
             let now = chrono::Utc::now();
             store.ensure_tenant(&tenant, &tenant, now).await?;
             println!("{}", store.create_api_key(&tenant, &role, now).await?);
             Ok(0)
         }
-        Command::Serve { bind, database, workflows, templates, public_url } => {
-            serve(&bind, &database.database_url, &workflows, &templates, public_url).await
+        Command::Serve {
+            bind,
+            database,
+            workflows,
+            templates,
+            public_url,
+        } => {
+            serve(
+                &bind,
+                &database.database_url,
+                &workflows,
+                &templates,
+                public_url,
+            )
+            .await
         }
     }
 }
 
-async fn serve(bind: &str, database_url: &str, workflows: &Path, templates_dir: &Path, public_url: Option<String>) -> anyhow::Result<i32> {
+async fn serve(
+    bind: &str,
+    database_url: &str,
+    workflows: &Path,
+    templates_dir: &Path,
+    public_url: Option<String>,
+) -> anyhow::Result<i32> {
     let (catalog, templates) = catalog_from(templates_dir)?;
-    let files = if workflows.exists() { workflow_files(&[workflows.to_path_buf()])? } else { Vec::new() };
+    let files = if workflows.exists() {
+        workflow_files(&[workflows.to_path_buf()])?
+    } else {
+        Vec::new()
+    };
     let (good, problems) = check_files(&files, &catalog)?;
     if problems > 0 {
-        eprintln!("error: refusing to start: {problems} problem(s) in {}", workflows.display());
+        eprintln!(
+            "error: refusing to start: {problems} problem(s) in {}",
+            workflows.display()
+        );
         return Ok(1);
     }
-    let store = Store::connect(database_url).await.with_context(|| format!("connecting to {database_url}"))?;
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("connecting to {database_url}"))?;
     let listener = std::net::TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
@@ -202,7 +257,10 @@ async fn serve(bind: &str, database_url: &str, workflows: &Path, templates_dir: 
     }
     for tenant in store.tenants().await? {
         for (file, source) in &good {
-            let (row, created) = runtime.deploy(&tenant.id, file, source).await.map_err(|e| anyhow::anyhow!("deploying {file}: {e}"))?;
+            let (row, created) = runtime
+                .deploy(&tenant.id, file, source)
+                .await
+                .map_err(|e| anyhow::anyhow!("deploying {file}: {e}"))?;
             if created {
                 tracing::info!(tenant.id = %tenant.id, workflow.name = %row.name, "deployed {} version {}", row.name, row.version);
             }
@@ -213,9 +271,16 @@ async fn serve(bind: &str, database_url: &str, workflows: &Path, templates_dir: 
             "\nA fresh database: created tenant `demo` (branch `main`) and an admin API key, shown only this once:\n\n    export O2FLOW_KEY={key}\n\nTry it:\n\n    curl -s {public_url}/api/v1/workflows -H \"Authorization: Bearer $O2FLOW_KEY\"\n\nThe README walks through starting a follow-up reminder.\n"
         );
     }
-    println!("o2flow listening on http://{address} (database: {})", redact(database_url));
+    println!(
+        "o2flow listening on http://{address} (database: {})",
+        redact(database_url)
+    );
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(runtime.clone().run_background(std::time::Duration::from_millis(500), shutdown_rx));
+    let background = tokio::spawn(
+        runtime
+            .clone()
+            .run_background(std::time::Duration::from_millis(500), shutdown_rx),
+    );
     let server = crate::http::server(runtime, listener)?;
     server.await?;
     let _ = shutdown_tx.send(true);
@@ -229,7 +294,12 @@ fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }

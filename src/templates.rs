@@ -64,7 +64,8 @@ impl Templates {
             }
             names.insert(name);
         }
-        tera.add_template_files(files).map_err(|e| fail(chain(&e)))?;
+        tera.add_template_files(files)
+            .map_err(|e| fail(chain(&e)))?;
         register_filters(&mut tera);
         Ok(Templates { tera, names })
     }
@@ -160,7 +161,9 @@ fn zoned(value: &Value, args: &HashMap<String, Value>, format: &str) -> tera::Re
         .filter(|z| !z.is_empty())
         .unwrap_or(DEFAULT_TIME_ZONE);
     let zone: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::Asia::Shanghai);
-    Ok(Value::String(at.with_timezone(&zone).format(format).to_string()))
+    Ok(Value::String(
+        at.with_timezone(&zone).format(format).to_string(),
+    ))
 }
 
 /// `{{ at | local_date(tz=party.time_zone) }}`: `2026-11-23`.
@@ -179,8 +182,7 @@ mod tests {
 
     #[test]
     fn renders_the_follow_up_reminder() {
-        let templates = Templates::load(Path::new("templates"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let templates = Templates::load(Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
         let rendered = templates
             .render(
                 "follow_up_reminder",

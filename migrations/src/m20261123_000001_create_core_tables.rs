@@ -15,7 +15,10 @@ impl MigrationName for Migration {
 }
 
 fn text(name: &'static str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).text().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .text()
+        .not_null()
+        .to_owned()
 }
 
 fn text_null(name: &'static str) -> ColumnDef {
@@ -23,11 +26,17 @@ fn text_null(name: &'static str) -> ColumnDef {
 }
 
 fn big(name: &'static str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).big_integer().not_null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .big_integer()
+        .not_null()
+        .to_owned()
 }
 
 fn big_null(name: &'static str) -> ColumnDef {
-    ColumnDef::new(Alias::new(name)).big_integer().null().to_owned()
+    ColumnDef::new(Alias::new(name))
+        .big_integer()
+        .null()
+        .to_owned()
 }
 
 fn id_auto() -> ColumnDef {
@@ -39,7 +48,12 @@ fn id_auto() -> ColumnDef {
         .to_owned()
 }
 
-fn index(table: &'static str, name: &'static str, columns: &[&'static str], unique: bool) -> IndexCreateStatement {
+fn index(
+    table: &'static str,
+    name: &'static str,
+    columns: &[&'static str],
+    unique: bool,
+) -> IndexCreateStatement {
     let mut statement = Index::create();
     statement.name(name).table(Alias::new(table));
     for column in columns {
@@ -74,7 +88,12 @@ impl MigrationTrait for Migration {
                     .col(text("id").primary_key())
                     .col(text("name"))
                     .col(text("time_zone"))
-                    .col(ColumnDef::new(Alias::new("production")).boolean().not_null().default(false))
+                    .col(
+                        ColumnDef::new(Alias::new("production"))
+                            .boolean()
+                            .not_null()
+                            .default(false),
+                    )
                     .col(big("created_at_ms"))
                     .to_owned(),
             )
@@ -87,7 +106,11 @@ impl MigrationTrait for Migration {
                     .col(text("id"))
                     .col(text("name"))
                     .col(big("created_at_ms"))
-                    .primary_key(Index::create().col(Alias::new("tenant_id")).col(Alias::new("id")))
+                    .primary_key(
+                        Index::create()
+                            .col(Alias::new("tenant_id"))
+                            .col(Alias::new("id")),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -103,7 +126,9 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("api_keys", "api_keys_hash", &["key_hash"], true)).await?;
+        manager
+            .create_index(index("api_keys", "api_keys_hash", &["key_hash"], true))
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -121,10 +146,20 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("workflow_definitions", "workflow_definitions_version", &["tenant_id", "name", "version"], true))
+            .create_index(index(
+                "workflow_definitions",
+                "workflow_definitions_version",
+                &["tenant_id", "name", "version"],
+                true,
+            ))
             .await?;
         manager
-            .create_index(index("workflow_definitions", "workflow_definitions_hash", &["tenant_id", "name", "hash"], true))
+            .create_index(index(
+                "workflow_definitions",
+                "workflow_definitions_hash",
+                &["tenant_id", "name", "hash"],
+                true,
+            ))
             .await?;
         manager
             .create_table(
@@ -151,10 +186,20 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(index("instances", "instances_tenant_workflow_state", &["tenant_id", "workflow", "state"], false))
+            .create_index(index(
+                "instances",
+                "instances_tenant_workflow_state",
+                &["tenant_id", "workflow", "state"],
+                false,
+            ))
             .await?;
         manager
-            .create_index(index("instances", "instances_tenant_business_key", &["tenant_id", "business_key"], false))
+            .create_index(index(
+                "instances",
+                "instances_tenant_business_key",
+                &["tenant_id", "business_key"],
+                false,
+            ))
             .await?;
         manager
             .create_table(
@@ -169,7 +214,14 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("history", "history_instance_seq", &["instance_id", "seq"], true)).await?;
+        manager
+            .create_index(index(
+                "history",
+                "history_instance_seq",
+                &["instance_id", "seq"],
+                true,
+            ))
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -178,13 +230,21 @@ impl MigrationTrait for Migration {
                     .col(text("tenant_id"))
                     .col(text("instance_id"))
                     .col(big("entry_seq"))
-                    .col(ColumnDef::new(Alias::new("timer_index")).integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("timer_index"))
+                            .integer()
+                            .not_null(),
+                    )
                     .col(big("due_at_ms"))
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("timers", "timers_due", &["due_at_ms"], false)).await?;
-        manager.create_index(index("timers", "timers_instance", &["instance_id"], false)).await?;
+        manager
+            .create_index(index("timers", "timers_due", &["due_at_ms"], false))
+            .await?;
+        manager
+            .create_index(index("timers", "timers_instance", &["instance_id"], false))
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -196,7 +256,12 @@ impl MigrationTrait for Migration {
                     .col(text("kind"))
                     .col(text("payload"))
                     .col(text("status"))
-                    .col(ColumnDef::new(Alias::new("attempts")).integer().not_null().default(0))
+                    .col(
+                        ColumnDef::new(Alias::new("attempts"))
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
                     .col(big("available_at_ms"))
                     .col(text_null("last_error"))
                     .col(big("created_at_ms"))
@@ -204,8 +269,17 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("outbox", "outbox_effect_key", &["effect_key"], true)).await?;
-        manager.create_index(index("outbox", "outbox_pending", &["status", "available_at_ms"], false)).await?;
+        manager
+            .create_index(index("outbox", "outbox_effect_key", &["effect_key"], true))
+            .await?;
+        manager
+            .create_index(index(
+                "outbox",
+                "outbox_pending",
+                &["status", "available_at_ms"],
+                false,
+            ))
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -222,8 +296,22 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager.create_index(index("inbox_messages", "inbox_effect_key", &["effect_key"], true)).await?;
-        manager.create_index(index("inbox_messages", "inbox_party", &["tenant_id", "party_id"], false)).await?;
+        manager
+            .create_index(index(
+                "inbox_messages",
+                "inbox_effect_key",
+                &["effect_key"],
+                true,
+            ))
+            .await?;
+        manager
+            .create_index(index(
+                "inbox_messages",
+                "inbox_party",
+                &["tenant_id", "party_id"],
+                false,
+            ))
+            .await?;
         manager
             .create_table(
                 Table::create()
@@ -233,7 +321,11 @@ impl MigrationTrait for Migration {
                     .col(text("key"))
                     .col(text("request_hash"))
                     .col(text("response"))
-                    .col(ColumnDef::new(Alias::new("status_code")).integer().not_null())
+                    .col(
+                        ColumnDef::new(Alias::new("status_code"))
+                            .integer()
+                            .not_null(),
+                    )
                     .col(big("created_at_ms"))
                     .primary_key(
                         Index::create()
@@ -249,7 +341,9 @@ impl MigrationTrait for Migration {
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in TABLES {
-            manager.drop_table(Table::drop().table(Alias::new(table)).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(Alias::new(table)).to_owned())
+                .await?;
         }
         Ok(())
     }

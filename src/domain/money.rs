@@ -16,7 +16,9 @@ pub struct Money {
 pub enum MoneyError {
     #[error("`{0}` is not a decimal amount in yuan such as \"15.00\"")]
     NotADecimal(String),
-    #[error("`{0}` has more than two decimal places: amounts are in yuan with at most fen precision")]
+    #[error(
+        "`{0}` has more than two decimal places: amounts are in yuan with at most fen precision"
+    )]
     TooPrecise(String),
     #[error("`{0}` is negative")]
     Negative(String),
@@ -87,11 +89,26 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_money() {
-        assert!(matches!(Money::parse_yuan("abc"), Err(MoneyError::NotADecimal(_))));
-        assert!(matches!(Money::parse_yuan("1.005"), Err(MoneyError::TooPrecise(_))));
-        assert!(matches!(Money::parse_yuan("-1.00"), Err(MoneyError::Negative(_))));
-        assert!(matches!(Money::parse_yuan("1e3"), Err(MoneyError::NotADecimal(_))));
-        assert!(matches!(Money::parse_yuan(""), Err(MoneyError::NotADecimal(_))));
+        assert!(matches!(
+            Money::parse_yuan("abc"),
+            Err(MoneyError::NotADecimal(_))
+        ));
+        assert!(matches!(
+            Money::parse_yuan("1.005"),
+            Err(MoneyError::TooPrecise(_))
+        ));
+        assert!(matches!(
+            Money::parse_yuan("-1.00"),
+            Err(MoneyError::Negative(_))
+        ));
+        assert!(matches!(
+            Money::parse_yuan("1e3"),
+            Err(MoneyError::NotADecimal(_))
+        ));
+        assert!(matches!(
+            Money::parse_yuan(""),
+            Err(MoneyError::NotADecimal(_))
+        ));
     }
 
     #[test]

@@ -135,7 +135,10 @@ impl Diagnostic {
 }
 
 /// The closest of `candidates` to `name`, when it is close enough to be a typo.
-pub fn did_you_mean<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub fn did_you_mean<'c>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     candidates
         .into_iter()
         .map(|candidate| (levenshtein(name, candidate), candidate))
@@ -168,7 +171,10 @@ mod tests {
 
     #[test]
     fn suggests_close_names_only() {
-        assert_eq!(did_you_mean("rebookd", ["rebooked", "expired"]), Some("rebooked"));
+        assert_eq!(
+            did_you_mean("rebookd", ["rebooked", "expired"]),
+            Some("rebooked")
+        );
         assert_eq!(did_you_mean("zzz", ["rebooked", "expired"]), None);
     }
 }

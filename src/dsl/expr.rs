@@ -143,7 +143,8 @@ impl Expr {
     /// A runtime error, or a value JSON cannot hold.
     pub fn eval_json(&self, scope: &Scope) -> Result<serde_json::Value, String> {
         let value = self.eval(scope)?;
-        to_json(&value).ok_or_else(|| format!("`{}` gave a value that cannot be stored", self.source))
+        to_json(&value)
+            .ok_or_else(|| format!("`{}` gave a value that cannot be stored", self.source))
     }
 }
 
@@ -187,10 +188,8 @@ pub fn from_json(value: &serde_json::Value) -> Value {
             Value::List(Arc::new(items.iter().map(from_json).collect()))
         }
         serde_json::Value::Object(map) => {
-            let entries: std::collections::HashMap<String, Value> = map
-                .iter()
-                .map(|(k, v)| (k.clone(), from_json(v)))
-                .collect();
+            let entries: std::collections::HashMap<String, Value> =
+                map.iter().map(|(k, v)| (k.clone(), from_json(v))).collect();
             Value::from(entries)
         }
     }
@@ -361,9 +360,10 @@ mod tests {
 
     #[test]
     fn computes_a_local_wall_clock_time_days_later() {
-        let at = Expr::compile("local_time(visit_ended_at + days(7), \"10:00\", \"Asia/Shanghai\")")
-            .ok()
-            .map(|e| e.eval_time(&scope()).map(|t| t.to_rfc3339()));
+        let at =
+            Expr::compile("local_time(visit_ended_at + days(7), \"10:00\", \"Asia/Shanghai\")")
+                .ok()
+                .map(|e| e.eval_time(&scope()).map(|t| t.to_rfc3339()));
         assert_eq!(at, Some(Ok("2026-11-27T02:00:00+00:00".to_owned())));
     }
 
@@ -376,7 +376,9 @@ mod tests {
     #[test]
     fn lists_the_names_an_expression_reads() {
         let expr = Expr::compile("patient.id != '' && data.reminders < 3 && size(doctor) > 0").ok();
-        let names: Vec<String> = expr.map(|e| e.variables().into_iter().collect()).unwrap_or_default();
+        let names: Vec<String> = expr
+            .map(|e| e.variables().into_iter().collect())
+            .unwrap_or_default();
         assert_eq!(names, vec!["data", "doctor", "patient"]);
         let fields: Vec<String> = Expr::compile("data.reminders < 3")
             .ok()

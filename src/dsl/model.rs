@@ -350,4 +350,3 @@ pub fn json_schema() -> serde_json::Value {
     }
     value
 }
-

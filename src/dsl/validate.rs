@@ -36,20 +36,34 @@ impl Catalog {
 ///
 /// Returns the compiled definition when there is no problem, and every
 /// problem found otherwise. `file` is only used to label diagnostics.
-pub fn validate(file: &str, source: &str, catalog: &Catalog) -> (Option<WorkflowDef>, Vec<Diagnostic>) {
+pub fn validate(
+    file: &str,
+    source: &str,
+    catalog: &Catalog,
+) -> (Option<WorkflowDef>, Vec<Diagnostic>) {
     let (value, map) = match yaml::load(source) {
         Ok(loaded) => loaded,
         Err(error) => {
+            let duplicate = error.message.contains("duplicate");
             return (
                 None,
                 vec![Diagnostic::at(
-                    "yaml_syntax",
+                    if duplicate {
+                        "duplicate_key"
+                    } else {
+                        "yaml_syntax"
+                    },
                     file,
                     error.pos,
                     format!("the file is not valid YAML: {}", error.message),
-                    Some("check indentation, quotes and brackets around this place".into()),
+                    Some(if duplicate {
+                        "each state, input and field name may appear once; rename or merge the two"
+                            .into()
+                    } else {
+                        "check indentation, quotes and brackets around this place".into()
+                    }),
                 )],
-            )
+            );
         }
     };
     let mut sink = Sink::new(file, &map);
@@ -114,9 +128,9 @@ fn ignored_path(path: &serde_ignored::Path<'_>) -> YamlPath {
         Path::Root => YamlPath::root(),
         Path::Seq { parent, index } => ignored_path(parent).index(*index),
         Path::Map { parent, key } => ignored_path(parent).key(key),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -136,7 +150,10 @@ fn error_path(path: &serde_path_to_error::Path) -> YamlPath {
 
 fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
     if message.starts_with("missing field") {
-        ("missing_field", Some("add the field; see `o2flow schema`".into()))
+        (
+            "missing_field",
+            Some("add the field; see `o2flow schema`".into()),
+        )
     } else if message.starts_with("unknown variant") && message.contains("`set`") {
         (
             "unknown_action",
@@ -145,7 +162,10 @@ fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
     } else if message.starts_with("unknown variant") {
         ("invalid_value", None)
     } else {
-        ("invalid_type", Some("see `o2flow schema` for the shape of this field".into()))
+        (
+            "invalid_type",
+            Some("see `o2flow schema` for the shape of this field".into()),
+        )
     }
 }
 
@@ -156,7 +176,13 @@ fn is_identifier(name: &str) -> bool {
 }
 
 fn is_event_name(name: &str) -> bool {
-    !name.is_empty() && name.split('.').all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+    !name.is_empty()
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        })
 }
 
 struct Checker<'a> {
@@ -217,7 +243,9 @@ impl Checker<'_> {
                     Anchor::Value,
                     "the workflow has no start state",
                     Some(match state_names.first() {
-                        Some(first) => format!("add `start: {first}` (or the state instances begin in)"),
+                        Some(first) => {
+                            format!("add `start: {first}` (or the state instances begin in)")
+                        }
                         None => "add `start:` naming the state instances begin in".into(),
                     }),
                 );
@@ -270,7 +298,10 @@ impl Checker<'_> {
                     &path,
                     Anchor::Key,
                     format!("`{name}` is reserved in expressions"),
-                    Some(format!("rename the input; reserved names: {}", RESERVED_NAMES.join(", "))),
+                    Some(format!(
+                        "rename the input; reserved names: {}",
+                        RESERVED_NAMES.join(", ")
+                    )),
                 );
             }
             if inputs && self.spec.data.contains_key(name) {
@@ -302,7 +333,10 @@ impl Checker<'_> {
                     "values_without_enum",
                     &path.key("values"),
                     Anchor::Key,
-                    format!("`values` only applies to `type: enum`, and `{name}` is a {}", ty.as_str()),
+                    format!(
+                        "`values` only applies to `type: enum`, and `{name}` is a {}",
+                        ty.as_str()
+                    ),
                     None,
                 ),
                 _ => {}
@@ -313,7 +347,10 @@ impl Checker<'_> {
                         code,
                         &path.key("default"),
                         Anchor::Value,
-                        format!("the default of `{name}` is not a valid {}: {message}", field.ty.as_str()),
+                        format!(
+                            "the default of `{name}` is not a valid {}: {message}",
+                            field.ty.as_str()
+                        ),
                         None,
                     );
                 }
@@ -335,7 +372,13 @@ impl Checker<'_> {
         );
     }
 
-    fn check_state(&mut self, name: &str, state: &StateSpec, path: &YamlPath, states: &[&str]) -> StateDef {
+    fn check_state(
+        &mut self,
+        name: &str,
+        state: &StateSpec,
+        path: &YamlPath,
+        states: &[&str],
+    ) -> StateDef {
         let is_final = state.final_outcome.is_some();
         if is_final && (!state.on.is_empty() || !state.timers.is_empty()) {
             let key = if state.on.is_empty() { "timers" } else { "on" };
@@ -353,7 +396,10 @@ impl Checker<'_> {
                 path,
                 Anchor::Key,
                 format!("state `{name}` is not final and has no way out"),
-                Some("add `final: completed` (or another outcome), an `on:` transition or a timer".into()),
+                Some(
+                    "add `final: completed` (or another outcome), an `on:` transition or a timer"
+                        .into(),
+                ),
             );
         }
         let enter = self.check_actions(&state.enter, &path.key("enter"));
@@ -368,7 +414,10 @@ impl Checker<'_> {
                     &event_path,
                     Anchor::Key,
                     format!("`{event}` is not a valid event type"),
-                    Some("event types are lower-case words joined by dots: `payment.succeeded`".into()),
+                    Some(
+                        "event types are lower-case words joined by dots: `payment.succeeded`"
+                            .into(),
+                    ),
                 );
             }
             let transitions = match handlers {
@@ -407,7 +456,12 @@ impl Checker<'_> {
         }
     }
 
-    fn check_transition(&mut self, spec: &TransitionSpec, path: &YamlPath, states: &[&str]) -> TransitionDef {
+    fn check_transition(
+        &mut self,
+        spec: &TransitionSpec,
+        path: &YamlPath,
+        states: &[&str],
+    ) -> TransitionDef {
         if let Some(target) = &spec.goto {
             if !states.contains(&target.as_str()) {
                 self.unknown_state(&path.key("goto"), target, states);
@@ -433,7 +487,12 @@ impl Checker<'_> {
         }
     }
 
-    fn check_timer(&mut self, spec: &TimerSpec, path: &YamlPath, states: &[&str]) -> Option<TimerDef> {
+    fn check_timer(
+        &mut self,
+        spec: &TimerSpec,
+        path: &YamlPath,
+        states: &[&str],
+    ) -> Option<TimerDef> {
         if let Some(target) = &spec.goto {
             if !states.contains(&target.as_str()) {
                 self.unknown_state(&path.key("goto"), target, states);
@@ -453,7 +512,13 @@ impl Checker<'_> {
             (Some(after), None) => match parse_duration(after) {
                 Ok(duration) => Some(Due::After(duration)),
                 Err(error) => {
-                    self.sink.push("bad_duration", &path.key("after"), Anchor::Value, error.to_string(), None);
+                    self.sink.push(
+                        "bad_duration",
+                        &path.key("after"),
+                        Anchor::Value,
+                        error.to_string(),
+                        None,
+                    );
                     None
                 }
             },
@@ -502,7 +567,8 @@ impl Checker<'_> {
                 for (field, source) in fields {
                     let field_path = path.key(field);
                     if !self.spec.data.contains_key(field) {
-                        let declared: Vec<&str> = self.spec.data.keys().map(String::as_str).collect();
+                        let declared: Vec<&str> =
+                            self.spec.data.keys().map(String::as_str).collect();
                         self.sink.push(
                             "unknown_data_field",
                             &field_path,
@@ -510,7 +576,10 @@ impl Checker<'_> {
                             format!("`{field}` is not a data field"),
                             Some(match did_you_mean(field, declared.iter().copied()) {
                                 Some(close) => format!("did you mean `{close}`?"),
-                                None => format!("declare it under `data:` (declared: {})", list_or_none(&declared)),
+                                None => format!(
+                                    "declare it under `data:` (declared: {})",
+                                    list_or_none(&declared)
+                                ),
                             }),
                         );
                     }
@@ -534,7 +603,11 @@ impl Checker<'_> {
                     "not_a_party",
                     &path.key("to"),
                     Anchor::Value,
-                    format!("`{}` is a {} input, not a party", spec.to, field.ty.as_str()),
+                    format!(
+                        "`{}` is a {} input, not a party",
+                        spec.to,
+                        field.ty.as_str()
+                    ),
                     Some("messages go to inputs of type `party`".into()),
                 );
             }
@@ -667,13 +740,17 @@ impl Checker<'_> {
         let mut seen = BTreeSet::from([start.to_owned()]);
         let mut queue = VecDeque::from([start.to_owned()]);
         while let Some(current) = queue.pop_front() {
-            let Some(state) = states.get(&current) else { continue };
+            let Some(state) = states.get(&current) else {
+                continue;
+            };
             let mut targets: Vec<&String> = Vec::new();
             for handlers in state.on.values() {
                 match handlers {
                     Handlers::Target(target) => targets.push(target),
                     Handlers::One(one) => targets.extend(one.goto.as_ref()),
-                    Handlers::Many(many) => targets.extend(many.iter().filter_map(|t| t.goto.as_ref())),
+                    Handlers::Many(many) => {
+                        targets.extend(many.iter().filter_map(|t| t.goto.as_ref()))
+                    }
                 }
             }
             targets.extend(state.timers.iter().filter_map(|t| t.goto.as_ref()));

@@ -202,9 +202,7 @@ impl Converter<'_> {
         };
         Ok(match &node.data {
             YamlData::Value(scalar) => scalar_to_json(scalar),
-            YamlData::Representation(text, _, _) => {
-                serde_json::Value::String(text.to_string())
-            }
+            YamlData::Representation(text, _, _) => serde_json::Value::String(text.to_string()),
             YamlData::Sequence(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {

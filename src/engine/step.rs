@@ -3,7 +3,9 @@ use serde_json::{json, Value as Json};
 
 use super::actions::{self, ActionContext};
 use super::scope::{self, ScopeParts};
-use super::{Effect, Error, Event, HistoryEntry, InputProblem, Instance, Status, TimerSet, Transition};
+use super::{
+    Effect, Error, Event, HistoryEntry, InputProblem, Instance, Status, TimerSet, Transition,
+};
 use crate::dsl::{check_value, Action, Due, Outcome, Scope, WorkflowDef};
 
 /// Checks a start input against the declared inputs and normalises it
@@ -121,10 +123,20 @@ pub fn start(
 /// # Errors
 /// The event is not handled in the current state, no guard holds, or an
 /// expression failed. The instance must then be left unchanged.
-pub fn step(def: &WorkflowDef, instance: &Instance<'_>, event: &Event, now: DateTime<Utc>) -> Result<Transition, Error> {
+pub fn step(
+    def: &WorkflowDef,
+    instance: &Instance<'_>,
+    event: &Event,
+    now: DateTime<Utc>,
+) -> Result<Transition, Error> {
     let event_json = match event {
-        Event::Named { event_type, payload } => json!({"type": event_type, "payload": payload}),
-        Event::Timer { entry_seq, index } => json!({"type": "timer", "payload": {"entry_seq": entry_seq, "index": index}}),
+        Event::Named {
+            event_type,
+            payload,
+        } => json!({"type": event_type, "payload": payload}),
+        Event::Timer { entry_seq, index } => {
+            json!({"type": "timer", "payload": {"entry_seq": entry_seq, "index": index}})
+        }
         Event::Cancel { reason } => json!({"type": "cancel", "payload": {"reason": reason}}),
     };
     let mut run = Run {
@@ -259,7 +271,12 @@ impl Run<'_> {
 
     /// Takes a transition: exit, transition actions, enter; or only the
     /// actions when it has no target.
-    fn take(&mut self, goto: Option<&str>, transition_actions: &[Action], site: &str) -> Result<(), Error> {
+    fn take(
+        &mut self,
+        goto: Option<&str>,
+        transition_actions: &[Action],
+        site: &str,
+    ) -> Result<(), Error> {
         match goto {
             Some(target) => {
                 let from = self.state.clone();

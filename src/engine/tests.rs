@@ -20,7 +20,9 @@ fn follow_up() -> WorkflowDef {
 }
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn input() -> Json {
@@ -61,7 +63,8 @@ impl Stored {
 }
 
 fn started(def: &WorkflowDef) -> (Stored, Transition) {
-    let (input, transition) = start(def, "i1", &input(), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let (input, transition) =
+        start(def, "i1", &input(), None, now()).unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: transition.state.clone(),
         status: transition.status,
@@ -88,17 +91,36 @@ fn start_enters_the_start_state_and_arms_its_timer_at_ten_local_time() {
     assert_eq!(stored.data, json!({"reminders_sent": 0}));
     // Visit ended 2026-11-20 15:30 +08:00; 7 days later at 10:00 Shanghai = 02:00 UTC.
     let due = Utc.with_ymd_and_hms(2026, 11, 27, 2, 0, 0).single();
-    assert_eq!(transition.timers.iter().map(|t| Some(t.due_at)).collect::<Vec<_>>(), vec![due]);
+    assert_eq!(
+        transition
+            .timers
+            .iter()
+            .map(|t| Some(t.due_at))
+            .collect::<Vec<_>>(),
+        vec![due]
+    );
     assert!(transition.effects.is_empty());
 }
 
 #[test]
 fn start_refuses_bad_input_listing_every_problem() {
     let def = follow_up();
-    let error = start(&def, "i1", &json!({"patient": {"name": "x"}, "colour": "red", "visit_ended_at": "yesterday"}), None, now()).err();
-    let Some(Error::InvalidInput(problems)) = error else { panic!("expected invalid input, got {error:?}") };
+    let error = start(
+        &def,
+        "i1",
+        &json!({"patient": {"name": "x"}, "colour": "red", "visit_ended_at": "yesterday"}),
+        None,
+        now(),
+    )
+    .err();
+    let Some(Error::InvalidInput(problems)) = error else {
+        panic!("expected invalid input, got {error:?}")
+    };
     let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
-    assert_eq!(fields, vec!["colour", "patient", "department", "visit_ended_at"]);
+    assert_eq!(
+        fields,
+        vec!["colour", "patient", "department", "visit_ended_at"]
+    );
 }
 
 #[test]
@@ -106,8 +128,16 @@ fn a_due_timer_moves_to_reminding_and_plans_one_send_with_a_deterministic_key() 
     let def = follow_up();
     let (mut stored, transition) = started(&def);
     let timer = &transition.timers[0];
-    let fired = step(&def, &stored.view(), &Event::Timer { entry_seq: timer.entry_seq, index: 0 }, timer.due_at)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let fired = step(
+        &def,
+        &stored.view(),
+        &Event::Timer {
+            entry_seq: timer.entry_seq,
+            index: 0,
+        },
+        timer.due_at,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     stored.apply(&fired);
     assert_eq!(stored.state, "reminding");
     assert!(fired.cancel_timers);
@@ -125,8 +155,16 @@ fn a_due_timer_moves_to_reminding_and_plans_one_send_with_a_deterministic_key() 
 fn a_stale_timer_is_a_recorded_no_op() {
     let def = follow_up();
     let (stored, _) = started(&def);
-    let result = step(&def, &stored.view(), &Event::Timer { entry_seq: 0, index: 0 }, now())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let result = step(
+        &def,
+        &stored.view(),
+        &Event::Timer {
+            entry_seq: 0,
+            index: 0,
+        },
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert!(!result.applied);
     assert_eq!(result.state, "waiting");
     assert_eq!(result.history[0].kind, "event_ignored");
@@ -150,12 +188,23 @@ fn an_unhandled_event_is_refused_and_names_what_the_state_handles() {
 #[test]
 fn every_final_state_absorbs_late_events_and_cancels_as_recorded_no_ops() {
     let def = follow_up();
-    for (event, expected) in [("registration.booked", "completed"), ("consent.withdrawn", "cancelled")] {
+    for (event, expected) in [
+        ("registration.booked", "completed"),
+        ("consent.withdrawn", "cancelled"),
+    ] {
         let (mut stored, _) = started(&def);
-        let done = step(&def, &stored.view(), &named(event), now()).unwrap_or_else(|e| panic!("{e}"));
+        let done =
+            step(&def, &stored.view(), &named(event), now()).unwrap_or_else(|e| panic!("{e}"));
         stored.apply(&done);
         assert_eq!(stored.status.as_str(), expected);
-        for late in [named("registration.booked"), Event::Cancel { reason: None }, Event::Timer { entry_seq: stored.entry_seq, index: 0 }] {
+        for late in [
+            named("registration.booked"),
+            Event::Cancel { reason: None },
+            Event::Timer {
+                entry_seq: stored.entry_seq,
+                index: 0,
+            },
+        ] {
             let result = step(&def, &stored.view(), &late, now()).unwrap_or_else(|e| panic!("{e}"));
             assert!(!result.applied);
             assert_eq!(result.state, stored.state);
@@ -169,8 +218,15 @@ fn every_final_state_absorbs_late_events_and_cancels_as_recorded_no_ops() {
 fn cancel_ends_the_instance_and_drops_its_timers() {
     let def = follow_up();
     let (stored, _) = started(&def);
-    let result = step(&def, &stored.view(), &Event::Cancel { reason: Some("visit voided".into()) }, now())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let result = step(
+        &def,
+        &stored.view(),
+        &Event::Cancel {
+            reason: Some("visit voided".into()),
+        },
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(result.status, Status::Final(crate::dsl::Outcome::Cancelled));
     assert!(result.cancel_timers);
     assert_eq!(result.state, "waiting");
@@ -209,27 +265,58 @@ fn guarded() -> WorkflowDef {
 #[test]
 fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the_state() {
     let def = guarded();
-    let (input, first) = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
-    let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq };
+    let (input, first) =
+        start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let mut stored = Stored {
+        state: first.state.clone(),
+        status: first.status,
+        input,
+        data: first.data.clone(),
+        entry_seq: first.entry_seq,
+    };
     let tick = step(&def, &stored.view(), &named("tick"), now()).unwrap_or_else(|e| panic!("{e}"));
     stored.apply(&tick);
-    assert_eq!((stored.state.as_str(), stored.data["count"].as_i64()), ("counting", Some(1)));
-    assert!(!tick.cancel_timers, "an internal transition keeps the state's timers");
+    assert_eq!(
+        (stored.state.as_str(), stored.data["count"].as_i64()),
+        ("counting", Some(1))
+    );
+    assert!(
+        !tick.cancel_timers,
+        "an internal transition keeps the state's timers"
+    );
     let tick = step(&def, &stored.view(), &named("tick"), now()).unwrap_or_else(|e| panic!("{e}"));
     stored.apply(&tick);
-    assert_eq!((stored.state.as_str(), stored.status.as_str()), ("done", "completed"));
+    assert_eq!(
+        (stored.state.as_str(), stored.status.as_str()),
+        ("done", "completed")
+    );
 }
 
 #[test]
 fn a_self_transition_re_enters_and_re_arms_timers() {
     let def = guarded();
-    let (input, first) = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
-    let stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq };
+    let (input, first) =
+        start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let stored = Stored {
+        state: first.state.clone(),
+        status: first.status,
+        input,
+        data: first.data.clone(),
+        entry_seq: first.entry_seq,
+    };
     let later = now() + Duration::minutes(30);
-    let reset = step(&def, &stored.view(), &named("reset"), later).unwrap_or_else(|e| panic!("{e}"));
+    let reset =
+        step(&def, &stored.view(), &named("reset"), later).unwrap_or_else(|e| panic!("{e}"));
     assert!(reset.cancel_timers);
     assert_eq!(reset.entry_seq, 2);
-    assert_eq!(reset.timers, vec![TimerSet { entry_seq: 2, index: 0, due_at: later + Duration::hours(1) }]);
+    assert_eq!(
+        reset.timers,
+        vec![TimerSet {
+            entry_seq: 2,
+            index: 0,
+            due_at: later + Duration::hours(1)
+        }]
+    );
 }
 
 proptest! {
@@ -262,5 +349,9 @@ proptest! {
 }
 
 fn input_for(def: &WorkflowDef) -> Json {
-    if def.name == "follow_up_reminder" { input() } else { json!({}) }
+    if def.name == "follow_up_reminder" {
+        input()
+    } else {
+        json!({})
+    }
 }

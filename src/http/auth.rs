@@ -24,7 +24,11 @@ impl Caller {
             Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("a key with role `{}` cannot do this (needs one of: {})", self.role, roles.join(", ")),
+                format!(
+                    "a key with role `{}` cannot do this (needs one of: {})",
+                    self.role,
+                    roles.join(", ")
+                ),
             ))
         }
     }
@@ -44,12 +48,24 @@ impl FromRequest for Caller {
             .map(|v| v.to_str().unwrap_or_default().to_owned());
         let state = request.app_data::<web::Data<AppState>>().cloned();
         Box::pin(async move {
-            let unauthorized = |code: &'static str, message: &str| ApiError::new(StatusCode::UNAUTHORIZED, code, message);
-            let Some(header) = header else {
-                return Err(unauthorized("missing_api_key", "send `Authorization: Bearer <key>`; `o2flow keys create` makes a key"));
+            let unauthorized = |code: &'static str, message: &str| {
+                ApiError::new(StatusCode::UNAUTHORIZED, code, message)
             };
-            let Some(key) = header.strip_prefix("Bearer ").map(str::trim).filter(|k| !k.is_empty()) else {
-                return Err(unauthorized("missing_api_key", "the Authorization header must be `Bearer <key>`"));
+            let Some(header) = header else {
+                return Err(unauthorized(
+                    "missing_api_key",
+                    "send `Authorization: Bearer <key>`; `o2flow keys create` makes a key",
+                ));
+            };
+            let Some(key) = header
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+            else {
+                return Err(unauthorized(
+                    "missing_api_key",
+                    "the Authorization header must be `Bearer <key>`",
+                ));
             };
             let Some(state) = state else {
                 return Err(ApiError::internal(&"application state missing"));

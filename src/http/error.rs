@@ -53,7 +53,11 @@ impl ApiError {
     pub fn internal(cause: &dyn std::fmt::Display) -> ApiError {
         let location = std::panic::Location::caller();
         tracing::error!(error.location = %location, "internal error: {cause}");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "something went wrong on our side; it has been logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "something went wrong on our side; it has been logged",
+        )
     }
 }
 
@@ -76,9 +80,16 @@ impl From<runtime::Error> for ApiError {
     fn from(error: runtime::Error) -> ApiError {
         use runtime::Error as R;
         match error {
-            R::UnknownWorkflow(name) => ApiError::unprocessable("unknown_workflow", format!("there is no workflow `{name}`")),
-            R::UnknownBranch(name) => ApiError::unprocessable("unknown_branch", format!("there is no branch `{name}`")),
-            R::InstanceNotFound(id) => ApiError::not_found("instance_not_found", format!("there is no instance `{id}`")),
+            R::UnknownWorkflow(name) => ApiError::unprocessable(
+                "unknown_workflow",
+                format!("there is no workflow `{name}`"),
+            ),
+            R::UnknownBranch(name) => {
+                ApiError::unprocessable("unknown_branch", format!("there is no branch `{name}`"))
+            }
+            R::InstanceNotFound(id) => {
+                ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
+            }
             R::InvalidWorkflow(diagnostics) => ApiError::unprocessable(
                 "invalid_workflow",
                 format!("the workflow has {} problem(s)", diagnostics.len()),
@@ -89,7 +100,11 @@ impl From<runtime::Error> for ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used with a different request body",
             ),
-            R::Busy => ApiError::new(StatusCode::CONFLICT, "instance_busy", "the instance kept changing; try again"),
+            R::Busy => ApiError::new(
+                StatusCode::CONFLICT,
+                "instance_busy",
+                "the instance kept changing; try again",
+            ),
             R::Engine(error) => engine_error(error),
             R::Store(error) => ApiError::internal(&error),
         }
@@ -100,11 +115,18 @@ fn engine_error(error: engine::Error) -> ApiError {
     use engine::Error as E;
     let message = error.to_string();
     match error {
-        E::InvalidInput(problems) => ApiError::unprocessable("invalid_input", message).with_details(json!({"problems": problems})),
-        E::EventNotHandled { state, event_type, handled } => ApiError::new(StatusCode::CONFLICT, "event_not_handled", message)
+        E::InvalidInput(problems) => ApiError::unprocessable("invalid_input", message)
+            .with_details(json!({"problems": problems})),
+        E::EventNotHandled {
+            state,
+            event_type,
+            handled,
+        } => ApiError::new(StatusCode::CONFLICT, "event_not_handled", message)
             .with_details(json!({"state": state, "event": event_type, "handled": handled})),
-        E::GuardRejected { state, event_type } => ApiError::new(StatusCode::CONFLICT, "guard_rejected", message)
-            .with_details(json!({"state": state, "event": event_type})),
+        E::GuardRejected { state, event_type } => {
+            ApiError::new(StatusCode::CONFLICT, "guard_rejected", message)
+                .with_details(json!({"state": state, "event": event_type}))
+        }
         E::Expression(_) => ApiError::unprocessable("expression_failed", message),
         E::UnknownState(_) => ApiError::internal(&message),
     }

@@ -7,11 +7,23 @@ use super::handlers::{health, inbox, instances, workflows};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
-        .app_data(web::JsonConfig::default().limit(1 << 20).error_handler(|error, _| {
-            ApiError::bad_request("malformed_json", format!("the body is not the JSON expected: {error}")).into()
-        }))
+        .app_data(
+            web::JsonConfig::default()
+                .limit(1 << 20)
+                .error_handler(|error, _| {
+                    ApiError::bad_request(
+                        "malformed_json",
+                        format!("the body is not the JSON expected: {error}"),
+                    )
+                    .into()
+                }),
+        )
         .app_data(web::QueryConfig::default().error_handler(|error, _| {
-            ApiError::bad_request("invalid_query", format!("the query string is not valid: {error}")).into()
+            ApiError::bad_request(
+                "invalid_query",
+                format!("the query string is not valid: {error}"),
+            )
+            .into()
         }))
         .app_data(web::PathConfig::default().error_handler(|error, _| {
             ApiError::bad_request("invalid_path", format!("the path is not valid: {error}")).into()
@@ -36,5 +48,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
 }
 
 async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::not_found("route_not_found", format!("no route for {} {}", request.method(), request.path())))
+    Err(ApiError::not_found(
+        "route_not_found",
+        format!("no route for {} {}", request.method(), request.path()),
+    ))
 }

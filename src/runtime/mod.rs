@@ -116,14 +116,26 @@ impl Runtime {
     ///
     /// # Errors
     /// `InvalidWorkflow` with every diagnostic, or a store error.
-    pub async fn deploy(&self, tenant_id: &str, file: &str, source: &str) -> Result<(DefinitionRow, bool), Error> {
+    pub async fn deploy(
+        &self,
+        tenant_id: &str,
+        file: &str,
+        source: &str,
+    ) -> Result<(DefinitionRow, bool), Error> {
         let (def, diagnostics) = dsl::validate(file, source, &self.catalog());
         let Some(def) = def else {
             return Err(Error::InvalidWorkflow(diagnostics));
         };
         let (row, created) = self
             .store
-            .deploy(tenant_id, &def.name, source, def.title.as_deref(), def.label.as_deref(), self.now())
+            .deploy(
+                tenant_id,
+                &def.name,
+                source,
+                def.title.as_deref(),
+                def.label.as_deref(),
+                self.now(),
+            )
             .await?;
         if let Ok(mut cache) = self.definitions.write() {
             cache.insert(row.id, Arc::new(def));
@@ -137,10 +149,19 @@ impl Runtime {
     /// A store error, or a stored source that no longer validates (a
     /// template was removed).
     pub async fn definition(&self, row: &DefinitionRow) -> Result<Arc<WorkflowDef>, Error> {
-        if let Some(def) = self.definitions.read().ok().and_then(|c| c.get(&row.id).cloned()) {
+        if let Some(def) = self
+            .definitions
+            .read()
+            .ok()
+            .and_then(|c| c.get(&row.id).cloned())
+        {
             return Ok(def);
         }
-        let (def, diagnostics) = dsl::validate(&format!("{}@v{}", row.name, row.version), &row.source, &self.catalog());
+        let (def, diagnostics) = dsl::validate(
+            &format!("{}@v{}", row.name, row.version),
+            &row.source,
+            &self.catalog(),
+        );
         let def = Arc::new(def.ok_or(Error::InvalidWorkflow(diagnostics))?);
         if let Ok(mut cache) = self.definitions.write() {
             cache.insert(row.id, def.clone());
@@ -149,7 +170,12 @@ impl Runtime {
     }
 
     async fn definition_by_id(&self, id: i64) -> Result<Arc<WorkflowDef>, Error> {
-        if let Some(def) = self.definitions.read().ok().and_then(|c| c.get(&id).cloned()) {
+        if let Some(def) = self
+            .definitions
+            .read()
+            .ok()
+            .and_then(|c| c.get(&id).cloned())
+        {
             return Ok(def);
         }
         let row = self
@@ -165,7 +191,11 @@ impl Runtime {
     /// # Errors
     /// Unknown workflow or branch, invalid input, a reused idempotency key
     /// with another body, or a store error.
-    pub async fn start(&self, tenant_id: &str, request: StartRequest) -> Result<(InstanceRow, bool), Error> {
+    pub async fn start(
+        &self,
+        tenant_id: &str,
+        request: StartRequest,
+    ) -> Result<(InstanceRow, bool), Error> {
         if let Some(replay) = self.replay_start(tenant_id, &request).await? {
             return Ok((replay, false));
         }
@@ -179,18 +209,30 @@ impl Runtime {
         let branch = match &request.branch {
             Some(branch) if branches.contains(branch) => branch.clone(),
             Some(branch) => return Err(Error::UnknownBranch(branch.clone())),
-            None => branches.first().cloned().ok_or_else(|| Error::UnknownBranch("(none)".into()))?,
+            None => branches
+                .first()
+                .cloned()
+                .ok_or_else(|| Error::UnknownBranch("(none)".into()))?,
         };
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
-        let (input, transition) = engine::start(&def, &id, &request.input, request.business_key.as_deref(), now)?;
-        let record = request.idempotency.as_ref().map(|(key, hash)| IdempotencyRecord {
-            scope: "start".into(),
-            key: key.clone(),
-            request_hash: hash.clone(),
-            response: id.clone(),
-            status_code: 201,
-        });
+        let (input, transition) = engine::start(
+            &def,
+            &id,
+            &request.input,
+            request.business_key.as_deref(),
+            now,
+        )?;
+        let record = request
+            .idempotency
+            .as_ref()
+            .map(|(key, hash)| IdempotencyRecord {
+                scope: "start".into(),
+                key: key.clone(),
+                request_hash: hash.clone(),
+                response: id.clone(),
+                status_code: 201,
+            });
         let inserted = self
             .store
             .insert_instance(
@@ -221,9 +263,17 @@ impl Runtime {
         }
     }
 
-    async fn replay_start(&self, tenant_id: &str, request: &StartRequest) -> Result<Option<InstanceRow>, Error> {
-        let Some((key, hash)) = &request.idempotency else { return Ok(None) };
-        let Some(stored) = self.store.idempotency(tenant_id, "start", key).await? else { return Ok(None) };
+    async fn replay_start(
+        &self,
+        tenant_id: &str,
+        request: &StartRequest,
+    ) -> Result<Option<InstanceRow>, Error> {
+        let Some((key, hash)) = &request.idempotency else {
+            return Ok(None);
+        };
+        let Some(stored) = self.store.idempotency(tenant_id, "start", key).await? else {
+            return Ok(None);
+        };
         if &stored.request_hash != hash {
             return Err(Error::IdempotencyMismatch);
         }
@@ -273,10 +323,19 @@ impl Runtime {
                 scope: scope.clone(),
                 key: key.clone(),
                 request_hash: hash.clone(),
-                response: if transition.applied { "applied" } else { "ignored" }.into(),
+                response: if transition.applied {
+                    "applied"
+                } else {
+                    "ignored"
+                }
+                .into(),
                 status_code: 200,
             });
-            match self.store.commit(&current, &transition, None, record.as_ref(), now).await {
+            match self
+                .store
+                .commit(&current, &transition, None, record.as_ref(), now)
+                .await
+            {
                 Ok(()) => {
                     self.wake.notify_one();
                     let instance = self
@@ -329,7 +388,11 @@ impl Runtime {
             index: usize::try_from(timer.timer_index).unwrap_or(usize::MAX),
         };
         for _ in 0..MAX_CONFLICT_RETRIES {
-            let Some(current) = self.store.instance(&timer.tenant_id, &timer.instance_id).await? else {
+            let Some(current) = self
+                .store
+                .instance(&timer.tenant_id, &timer.instance_id)
+                .await?
+            else {
                 return Ok(());
             };
             let def = self.definition_by_id(current.definition_id).await?;
@@ -341,7 +404,8 @@ impl Runtime {
                     // record it and drop the timer rather than fire forever.
                     applied: false,
                     state: current.state.clone(),
-                    status: engine::Status::parse(&current.status).unwrap_or(engine::Status::Active),
+                    status: engine::Status::parse(&current.status)
+                        .unwrap_or(engine::Status::Active),
                     data: serde_json::from_str(&current.data).unwrap_or_default(),
                     entry_seq: current.entry_seq,
                     effects: Vec::new(),
@@ -353,13 +417,23 @@ impl Runtime {
                     }],
                 },
             };
-            match self.store.commit(&current, &transition, Some(timer.id), None, now).await {
+            match self
+                .store
+                .commit(&current, &transition, Some(timer.id), None, now)
+                .await
+            {
                 Ok(()) => {
                     self.wake.notify_one();
                     return Ok(());
                 }
                 Err(store::Error::Conflict) => {
-                    if !self.store.timers_of(&timer.instance_id).await?.iter().any(|t| t.id == timer.id) {
+                    if !self
+                        .store
+                        .timers_of(&timer.instance_id)
+                        .await?
+                        .iter()
+                        .any(|t| t.id == timer.id)
+                    {
                         return Ok(());
                     }
                 }
@@ -408,12 +482,16 @@ impl Runtime {
                 let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
                 let retry_at = self.retry.delay(attempts).map(|d| now + d);
                 tracing::warn!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed: {message}", row.effect_key);
-                self.store.outbox_attempt_failed(row, &message, retry_at, now).await?;
+                self.store
+                    .outbox_attempt_failed(row, &message, retry_at, now)
+                    .await?;
                 Ok(false)
             }
             Err(Failure::Permanent(message)) => {
                 tracing::error!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed for good: {message}", row.effect_key);
-                self.store.outbox_attempt_failed(row, &message, None, now).await?;
+                self.store
+                    .outbox_attempt_failed(row, &message, None, now)
+                    .await?;
                 Ok(false)
             }
         }
@@ -429,14 +507,25 @@ impl Runtime {
             .render(&send.template, &context)
             .map_err(|e| Failure::Permanent(e.to_string()))?;
         self.store
-            .deliver_to_inbox(row, &send.to.id, &send.template, &rendered.title, &rendered.body, self.now())
+            .deliver_to_inbox(
+                row,
+                &send.to.id,
+                &send.template,
+                &rendered.title,
+                &rendered.body,
+                self.now(),
+            )
             .await
             .map_err(|e| Failure::Transient(e.to_string()))
     }
 
     /// Runs timers and outbox until `shutdown` turns true: wakes on every
     /// commit and at least every `tick`.
-    pub async fn run_background(self: Arc<Self>, tick: std::time::Duration, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run_background(
+        self: Arc<Self>,
+        tick: std::time::Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         loop {
             if let Err(error) = self.fire_due_timers().await {
                 tracing::warn!("timer loop: {error}");
@@ -482,7 +571,12 @@ enum Failure {
 }
 
 /// The engine view of a stored row, stepped.
-fn step_row(def: &WorkflowDef, row: &InstanceRow, event: &Event, now: chrono::DateTime<chrono::Utc>) -> Result<engine::Transition, engine::Error> {
+fn step_row(
+    def: &WorkflowDef,
+    row: &InstanceRow,
+    event: &Event,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<engine::Transition, engine::Error> {
     let input: serde_json::Value = serde_json::from_str(&row.input).unwrap_or_default();
     let data: serde_json::Value = serde_json::from_str(&row.data).unwrap_or_default();
     let status = engine::Status::parse(&row.status).unwrap_or(engine::Status::Active);
@@ -497,4 +591,3 @@ fn step_row(def: &WorkflowDef, row: &InstanceRow, event: &Event, now: chrono::Da
     };
     engine::step(def, &view, event, now)
 }
-

@@ -28,7 +28,8 @@ impl RetryPolicy {
         if attempts >= self.max_attempts {
             return None;
         }
-        let factor = i32::try_from(self.multiplier.saturating_pow(attempts.saturating_sub(1))).unwrap_or(i32::MAX);
+        let factor = i32::try_from(self.multiplier.saturating_pow(attempts.saturating_sub(1)))
+            .unwrap_or(i32::MAX);
         let delay = self.initial.checked_mul(factor).unwrap_or(self.max);
         Some(delay.min(self.max))
     }
@@ -45,7 +46,10 @@ mod tests {
         assert_eq!(policy.delay(2), Some(Duration::seconds(2)));
         assert_eq!(policy.delay(4), Some(Duration::seconds(8)));
         assert_eq!(policy.delay(5), None);
-        let long = RetryPolicy { max_attempts: 30, ..policy };
+        let long = RetryPolicy {
+            max_attempts: 30,
+            ..policy
+        };
         assert_eq!(long.delay(20), Some(Duration::minutes(5)));
     }
 }

@@ -84,7 +84,10 @@ impl Store {
         }
         let row = self
             .db
-            .query_one(Statement::from_string(DbBackend::Sqlite, "PRAGMA journal_mode"))
+            .query_one(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA journal_mode",
+            ))
             .await?;
         Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
     }
@@ -95,7 +98,10 @@ fn normalize_url(url: &str) -> String {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return url.to_owned();
     }
-    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
     if path.contains("mode=") {
         format!("sqlite://{path}")
     } else if path.contains('?') {

@@ -82,7 +82,10 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn tenants(&self) -> Result<Vec<TenantRow>> {
-        Ok(tenants::Entity::find().order_by_asc(tenants::Column::Id).all(&self.db).await?)
+        Ok(tenants::Entity::find()
+            .order_by_asc(tenants::Column::Id)
+            .all(&self.db)
+            .await?)
     }
 
     /// Creates the tenant (and a first branch `main`) unless it exists.
@@ -91,7 +94,11 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn ensure_tenant(&self, id: &str, name: &str, now: DateTime<Utc>) -> Result<bool> {
-        if tenants::Entity::find_by_id(id.to_owned()).one(&self.db).await?.is_some() {
+        if tenants::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+            .is_some()
+        {
             return Ok(false);
         }
         let txn = self.db.begin().await?;
@@ -120,7 +127,13 @@ impl Store {
     ///
     /// # Errors
     /// A database error (including an existing branch id).
-    pub async fn add_branch(&self, tenant_id: &str, id: &str, name: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn add_branch(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        name: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
         branches::Entity::insert(branches::ActiveModel {
             tenant_id: Set(tenant_id.to_owned()),
             id: Set(id.to_owned()),
@@ -150,8 +163,14 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn create_api_key(&self, tenant_id: &str, role: &str, now: DateTime<Utc>) -> Result<String> {
-        let random = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+    pub async fn create_api_key(
+        &self,
+        tenant_id: &str,
+        role: &str,
+        now: DateTime<Utc>,
+    ) -> Result<String> {
+        let random =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
         let key = format!("o2f_{random}");
         api_keys::Entity::insert(api_keys::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
@@ -206,19 +225,20 @@ impl Store {
             }
             let latest = self.latest_definition(tenant_id, name).await?;
             let version = latest.map(|d| d.version + 1).unwrap_or(1);
-            let inserted = workflow_definitions::Entity::insert(workflow_definitions::ActiveModel {
-                tenant_id: Set(tenant_id.to_owned()),
-                name: Set(name.to_owned()),
-                version: Set(version),
-                hash: Set(hash.clone()),
-                source: Set(source.to_owned()),
-                title: Set(title.map(str::to_owned)),
-                label: Set(label.map(str::to_owned)),
-                created_at_ms: Set(ms(now)),
-                ..Default::default()
-            })
-            .exec_with_returning(&self.db)
-            .await;
+            let inserted =
+                workflow_definitions::Entity::insert(workflow_definitions::ActiveModel {
+                    tenant_id: Set(tenant_id.to_owned()),
+                    name: Set(name.to_owned()),
+                    version: Set(version),
+                    hash: Set(hash.clone()),
+                    source: Set(source.to_owned()),
+                    title: Set(title.map(str::to_owned)),
+                    label: Set(label.map(str::to_owned)),
+                    created_at_ms: Set(ms(now)),
+                    ..Default::default()
+                })
+                .exec_with_returning(&self.db)
+                .await;
             match inserted {
                 Ok(row) => return Ok((row, true)),
                 // Someone deployed at the same moment: look again.
@@ -231,7 +251,11 @@ impl Store {
 
     /// # Errors
     /// A database error.
-    pub async fn latest_definition(&self, tenant_id: &str, name: &str) -> Result<Option<DefinitionRow>> {
+    pub async fn latest_definition(
+        &self,
+        tenant_id: &str,
+        name: &str,
+    ) -> Result<Option<DefinitionRow>> {
         Ok(workflow_definitions::Entity::find()
             .filter(workflow_definitions::Column::TenantId.eq(tenant_id))
             .filter(workflow_definitions::Column::Name.eq(name))
@@ -256,7 +280,9 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn definition_by_id(&self, id: i64) -> Result<Option<DefinitionRow>> {
-        Ok(workflow_definitions::Entity::find_by_id(id).one(&self.db).await?)
+        Ok(workflow_definitions::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?)
     }
 
     // ---- instances -------------------------------------------------------
@@ -294,13 +320,17 @@ impl Store {
             updated_at_ms: Set(ms(now)),
             ended_at_ms: Set(transition.status.is_final().then(|| ms(now))),
         };
-        instances::Entity::insert(row).exec_without_returning(&txn).await?;
+        instances::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await?;
         write_consequences(&txn, new.tenant_id, new.id, 0, transition, now).await?;
         if let Some(record) = idempotency {
             insert_idempotency(&txn, new.tenant_id, record, now).await?;
         }
         txn.commit().await?;
-        self.instance(new.tenant_id, new.id).await?.ok_or(Error::Conflict)
+        self.instance(new.tenant_id, new.id)
+            .await?
+            .ok_or(Error::Conflict)
     }
 
     /// Commits a transition if the instance is still at `revision`.
@@ -325,19 +355,35 @@ impl Store {
                 return Err(Error::Conflict);
             }
         }
-        let history_len = current.history_len + i64::try_from(transition.history.len()).unwrap_or(0);
+        let history_len =
+            current.history_len + i64::try_from(transition.history.len()).unwrap_or(0);
         let mut update = instances::Entity::update_many()
-            .col_expr(instances::Column::Revision, Expr::value(current.revision + 1))
+            .col_expr(
+                instances::Column::Revision,
+                Expr::value(current.revision + 1),
+            )
             .col_expr(instances::Column::HistoryLen, Expr::value(history_len))
             .col_expr(instances::Column::UpdatedAtMs, Expr::value(ms(now)))
             .filter(instances::Column::Id.eq(&current.id))
             .filter(instances::Column::Revision.eq(current.revision));
         if transition.applied {
             update = update
-                .col_expr(instances::Column::State, Expr::value(transition.state.clone()))
-                .col_expr(instances::Column::Status, Expr::value(transition.status.as_str()))
-                .col_expr(instances::Column::Data, Expr::value(transition.data.to_string()))
-                .col_expr(instances::Column::EntrySeq, Expr::value(transition.entry_seq));
+                .col_expr(
+                    instances::Column::State,
+                    Expr::value(transition.state.clone()),
+                )
+                .col_expr(
+                    instances::Column::Status,
+                    Expr::value(transition.status.as_str()),
+                )
+                .col_expr(
+                    instances::Column::Data,
+                    Expr::value(transition.data.to_string()),
+                )
+                .col_expr(
+                    instances::Column::EntrySeq,
+                    Expr::value(transition.entry_seq),
+                );
             if transition.status.is_final() && current.ended_at_ms.is_none() {
                 update = update.col_expr(instances::Column::EndedAtMs, Expr::value(ms(now)));
             }
@@ -347,7 +393,15 @@ impl Store {
             txn.rollback().await?;
             return Err(Error::Conflict);
         }
-        write_consequences(&txn, &current.tenant_id, &current.id, current.history_len, transition, now).await?;
+        write_consequences(
+            &txn,
+            &current.tenant_id,
+            &current.id,
+            current.history_len,
+            transition,
+            now,
+        )
+        .await?;
         if let Some(record) = idempotency {
             insert_idempotency(&txn, &current.tenant_id, record, now).await?;
         }
@@ -367,12 +421,18 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn instance_any_tenant(&self, id: &str) -> Result<Option<InstanceRow>> {
-        Ok(instances::Entity::find_by_id(id.to_owned()).one(&self.db).await?)
+        Ok(instances::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
     }
 
     /// # Errors
     /// A database error.
-    pub async fn list_instances(&self, tenant_id: &str, filter: &InstanceFilter) -> Result<Vec<InstanceRow>> {
+    pub async fn list_instances(
+        &self,
+        tenant_id: &str,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<InstanceRow>> {
         let mut query = instances::Entity::find().filter(instances::Column::TenantId.eq(tenant_id));
         if let Some(workflow) = &filter.workflow {
             query = query.filter(instances::Column::Workflow.eq(workflow));
@@ -400,7 +460,12 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn history(&self, instance_id: &str, from_seq: i64, limit: u64) -> Result<Vec<HistoryRow>> {
+    pub async fn history(
+        &self,
+        instance_id: &str,
+        from_seq: i64,
+        limit: u64,
+    ) -> Result<Vec<HistoryRow>> {
         Ok(history::Entity::find()
             .filter(history::Column::InstanceId.eq(instance_id))
             .filter(history::Column::Seq.gte(from_seq))
@@ -492,7 +557,11 @@ impl Store {
             created_at_ms: Set(ms(now)),
             ..Default::default()
         })
-        .on_conflict(OnConflict::column(inbox_messages::Column::EffectKey).do_nothing().to_owned())
+        .on_conflict(
+            OnConflict::column(inbox_messages::Column::EffectKey)
+                .do_nothing()
+                .to_owned(),
+        )
         .exec_without_returning(&txn)
         .await?;
         finish_outbox(&txn, row, "done", None, now).await?;
@@ -549,7 +618,12 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn inbox(&self, tenant_id: &str, party_id: &str, limit: u64) -> Result<Vec<InboxRow>> {
+    pub async fn inbox(
+        &self,
+        tenant_id: &str,
+        party_id: &str,
+        limit: u64,
+    ) -> Result<Vec<InboxRow>> {
         Ok(inbox_messages::Entity::find()
             .filter(inbox_messages::Column::TenantId.eq(tenant_id))
             .filter(inbox_messages::Column::PartyId.eq(party_id))
@@ -563,10 +637,19 @@ impl Store {
 
     /// # Errors
     /// A database error.
-    pub async fn idempotency(&self, tenant_id: &str, scope: &str, key: &str) -> Result<Option<StoredIdempotency>> {
-        Ok(idempotency_keys::Entity::find_by_id((tenant_id.to_owned(), scope.to_owned(), key.to_owned()))
-            .one(&self.db)
-            .await?)
+    pub async fn idempotency(
+        &self,
+        tenant_id: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<StoredIdempotency>> {
+        Ok(idempotency_keys::Entity::find_by_id((
+            tenant_id.to_owned(),
+            scope.to_owned(),
+            key.to_owned(),
+        ))
+        .one(&self.db)
+        .await?)
     }
 }
 
@@ -601,7 +684,10 @@ async fn finish_outbox(
         .col_expr(outbox::Column::Status, Expr::value(status))
         .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
         .col_expr(outbox::Column::DoneAtMs, Expr::value(ms(now)))
-        .col_expr(outbox::Column::LastError, Expr::value(error.map(str::to_owned)))
+        .col_expr(
+            outbox::Column::LastError,
+            Expr::value(error.map(str::to_owned)),
+        )
         .filter(outbox::Column::Id.eq(row.id))
         .exec(txn)
         .await?;
@@ -618,12 +704,21 @@ async fn append_history(
     now: DateTime<Utc>,
 ) -> Result<()> {
     instances::Entity::update_many()
-        .col_expr(instances::Column::HistoryLen, Expr::col(instances::Column::HistoryLen).add(1))
-        .col_expr(instances::Column::Revision, Expr::col(instances::Column::Revision).add(1))
+        .col_expr(
+            instances::Column::HistoryLen,
+            Expr::col(instances::Column::HistoryLen).add(1),
+        )
+        .col_expr(
+            instances::Column::Revision,
+            Expr::col(instances::Column::Revision).add(1),
+        )
         .filter(instances::Column::Id.eq(instance_id))
         .exec(txn)
         .await?;
-    let Some(instance) = instances::Entity::find_by_id(instance_id.to_owned()).one(txn).await? else {
+    let Some(instance) = instances::Entity::find_by_id(instance_id.to_owned())
+        .one(txn)
+        .await?
+    else {
         return Ok(());
     };
     history::Entity::insert(history::ActiveModel {
@@ -649,15 +744,21 @@ async fn write_consequences(
     now: DateTime<Utc>,
 ) -> Result<()> {
     if !transition.history.is_empty() {
-        let rows = transition.history.iter().enumerate().map(|(i, entry)| history::ActiveModel {
-            instance_id: Set(instance_id.to_owned()),
-            seq: Set(history_start + i64::try_from(i).unwrap_or(0)),
-            at_ms: Set(ms(now)),
-            kind: Set(entry.kind.to_owned()),
-            detail: Set(entry.detail.to_string()),
-            ..Default::default()
-        });
-        history::Entity::insert_many(rows).exec_without_returning(txn).await?;
+        let rows = transition
+            .history
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| history::ActiveModel {
+                instance_id: Set(instance_id.to_owned()),
+                seq: Set(history_start + i64::try_from(i).unwrap_or(0)),
+                at_ms: Set(ms(now)),
+                kind: Set(entry.kind.to_owned()),
+                detail: Set(entry.detail.to_string()),
+                ..Default::default()
+            });
+        history::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
     }
     if transition.cancel_timers {
         timers::Entity::delete_many()
@@ -674,7 +775,9 @@ async fn write_consequences(
             due_at_ms: Set(ms(timer.due_at)),
             ..Default::default()
         });
-        timers::Entity::insert_many(rows).exec_without_returning(txn).await?;
+        timers::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
     }
     if !transition.effects.is_empty() {
         let mut rows = Vec::with_capacity(transition.effects.len());
@@ -698,7 +801,11 @@ async fn write_consequences(
             });
         }
         outbox::Entity::insert_many(rows)
-            .on_conflict(OnConflict::column(outbox::Column::EffectKey).do_nothing().to_owned())
+            .on_conflict(
+                OnConflict::column(outbox::Column::EffectKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(txn)
             .await?;
     }

@@ -17,7 +17,8 @@ async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app:
     assert_eq!(instance["timers"][0]["due_at"], "2026-11-27T02:00:00.000Z");
 
     // One minute early: nothing yet.
-    app.advance(Duration::days(6) + Duration::hours(17) + Duration::minutes(59)).await;
+    app.advance(Duration::days(6) + Duration::hours(17) + Duration::minutes(59))
+        .await;
     let (_, inbox) = app.get("/api/v1/inbox/p-100").await;
     assert_eq!(inbox["messages"].as_array().map(Vec::len), Some(0));
 
@@ -37,7 +38,12 @@ async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app:
     assert_eq!(inbox["messages"].as_array().map(Vec::len), Some(1));
 
     // The patient books the revisit.
-    let (status, body) = app.post(&format!("/api/v1/instances/{id}/events"), &json!({"type": "registration.booked", "payload": {"registration": "R-1"}})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{id}/events"),
+            &json!({"type": "registration.booked", "payload": {"registration": "R-1"}}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["applied"], true);
     assert_eq!(body["instance"]["state"], "rebooked");
@@ -45,7 +51,12 @@ async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app:
     assert!(body["instance"]["ended_at"].is_string());
 
     // A late duplicate is absorbed and recorded.
-    let (status, body) = app.post(&format!("/api/v1/instances/{id}/events"), &json!({"type": "registration.booked"})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{id}/events"),
+            &json!({"type": "registration.booked"}),
+        )
+        .await;
     assert_eq!((status, body["applied"].clone()), (200, json!(false)));
 
     // The expiry timer died with the state: nothing fires a month later.
@@ -55,15 +66,38 @@ async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app:
     assert_eq!(instance["timers"], json!([]));
 
     let (_, history) = app.get(&format!("/api/v1/instances/{id}/history")).await;
-    let kinds: Vec<&str> = history["entries"].as_array().into_iter().flatten().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> = history["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
     assert_eq!(
         kinds,
         vec![
-            "started", "entered", "timer_set", "timer_fired", "transition", "entered", "effect_planned", "data_set",
-            "timer_set", "effect_done", "event", "transition", "entered", "finished", "event_ignored"
+            "started",
+            "entered",
+            "timer_set",
+            "timer_fired",
+            "transition",
+            "entered",
+            "effect_planned",
+            "data_set",
+            "timer_set",
+            "effect_done",
+            "event",
+            "transition",
+            "entered",
+            "finished",
+            "event_ignored"
         ]
     );
-    let seqs: Vec<i64> = history["entries"].as_array().into_iter().flatten().filter_map(|e| e["seq"].as_i64()).collect();
+    let seqs: Vec<i64> = history["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["seq"].as_i64())
+        .collect();
     assert_eq!(seqs, (0..15).collect::<Vec<i64>>());
 }
 storage_test!(reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow);
@@ -74,7 +108,10 @@ async fn without_a_booking_the_flow_expires_two_weeks_after_the_reminder(app: Te
     app.advance(Duration::days(7)).await;
     app.advance(Duration::days(14)).await;
     let (_, instance) = app.get(&format!("/api/v1/instances/{id}")).await;
-    assert_eq!((instance["state"].clone(), instance["status"].clone()), (json!("expired"), json!("expired")));
+    assert_eq!(
+        (instance["state"].clone(), instance["status"].clone()),
+        (json!("expired"), json!("expired"))
+    );
     let (_, inbox) = app.get("/api/v1/inbox/p-200").await;
     assert_eq!(inbox["messages"].as_array().map(Vec::len), Some(1));
 }
@@ -86,51 +123,116 @@ async fn pending_timers_and_unsent_outbox_rows_carry_on_after_a_restart(app: Tes
     // Fire the first instance's timer without draining the outbox: the
     // send is committed but not delivered when the process "dies".
     app.clock.advance(Duration::days(7));
-    app.runtime.fire_due_timers().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(app.runtime.store().outbox_count("pending").await.ok(), Some(2));
+    app.runtime
+        .fire_due_timers()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        app.runtime.store().outbox_count("pending").await.ok(),
+        Some(2)
+    );
 
     // A new runtime on the same database, as after a restart.
-    let store = o2flow::store::Store::connect(&app.database_url).await.unwrap_or_else(|e| panic!("{e}"));
+    let store = o2flow::store::Store::connect(&app.database_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let restarted = runtime_on(store, app.clock.clone());
     restarted.settle().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(restarted.store().outbox_count("pending").await.ok(), Some(0));
+    assert_eq!(
+        restarted.store().outbox_count("pending").await.ok(),
+        Some(0)
+    );
     for (party, instance) in [("p-300", &a), ("p-301", &b)] {
         let (_, inbox) = app.get(&format!("/api/v1/inbox/{party}")).await;
-        assert_eq!(inbox["messages"].as_array().map(Vec::len), Some(1), "{party}");
-        let (_, row) = app.get(&format!("/api/v1/instances/{}", instance["id"].as_str().unwrap_or_default())).await;
+        assert_eq!(
+            inbox["messages"].as_array().map(Vec::len),
+            Some(1),
+            "{party}"
+        );
+        let (_, row) = app
+            .get(&format!(
+                "/api/v1/instances/{}",
+                instance["id"].as_str().unwrap_or_default()
+            ))
+            .await;
         assert_eq!(row["state"], "reminding");
     }
     // And the restarted runtime goes on firing the next timers.
     app.clock.advance(Duration::days(14));
     restarted.settle().await.unwrap_or_else(|e| panic!("{e}"));
-    let (_, row) = app.get(&format!("/api/v1/instances/{}", a["id"].as_str().unwrap_or_default())).await;
+    let (_, row) = app
+        .get(&format!(
+            "/api/v1/instances/{}",
+            a["id"].as_str().unwrap_or_default()
+        ))
+        .await;
     assert_eq!(row["status"], "expired");
     restarted.store().close().await;
 }
 storage_test!(pending_timers_and_unsent_outbox_rows_carry_on_after_a_restart);
 
-async fn the_same_idempotency_key_returns_the_same_instance_and_another_body_conflicts(app: TestApp) {
+async fn the_same_idempotency_key_returns_the_same_instance_and_another_body_conflicts(
+    app: TestApp,
+) {
     let body = follow_up_request("p-400", Some("visit-400")).to_string();
-    let (first, created) = app.post_raw("/api/v1/instances", &app.key, body.clone(), Some("start-400")).await;
+    let (first, created) = app
+        .post_raw(
+            "/api/v1/instances",
+            &app.key,
+            body.clone(),
+            Some("start-400"),
+        )
+        .await;
     assert_eq!(first, 201, "{created}");
-    let (again, replayed) = app.post_raw("/api/v1/instances", &app.key, body, Some("start-400")).await;
+    let (again, replayed) = app
+        .post_raw("/api/v1/instances", &app.key, body, Some("start-400"))
+        .await;
     assert_eq!(again, 200);
     assert_eq!(replayed["id"], created["id"]);
     let other = follow_up_request("p-401", Some("visit-401")).to_string();
-    let (conflict, error) = app.post_raw("/api/v1/instances", &app.key, other, Some("start-400")).await;
-    assert_eq!((conflict, error["error"].clone()), (409, json!("idempotency_key_reused")));
-    let (_, list) = app.get("/api/v1/instances?workflow=follow_up_reminder").await;
+    let (conflict, error) = app
+        .post_raw("/api/v1/instances", &app.key, other, Some("start-400"))
+        .await;
+    assert_eq!(
+        (conflict, error["error"].clone()),
+        (409, json!("idempotency_key_reused"))
+    );
+    let (_, list) = app
+        .get("/api/v1/instances?workflow=follow_up_reminder")
+        .await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
     // Events honour the key too.
     let id = created["id"].as_str().unwrap_or_default();
     let event = json!({"type": "consent.withdrawn"}).to_string();
-    let (s1, b1) = app.post_raw(&format!("/api/v1/instances/{id}/events"), &app.key, event.clone(), Some("ev-1")).await;
-    let (s2, b2) = app.post_raw(&format!("/api/v1/instances/{id}/events"), &app.key, event, Some("ev-1")).await;
+    let (s1, b1) = app
+        .post_raw(
+            &format!("/api/v1/instances/{id}/events"),
+            &app.key,
+            event.clone(),
+            Some("ev-1"),
+        )
+        .await;
+    let (s2, b2) = app
+        .post_raw(
+            &format!("/api/v1/instances/{id}/events"),
+            &app.key,
+            event,
+            Some("ev-1"),
+        )
+        .await;
     assert_eq!((s1, s2), (200, 200));
-    assert_eq!((b1["applied"].clone(), b2["applied"].clone()), (json!(true), json!(true)));
+    assert_eq!(
+        (b1["applied"].clone(), b2["applied"].clone()),
+        (json!(true), json!(true))
+    );
     let (_, history) = app.get(&format!("/api/v1/instances/{id}/history")).await;
-    let events = history["entries"].as_array().into_iter().flatten().filter(|e| e["kind"] == "event").count();
+    let events = history["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "event")
+        .count();
     assert_eq!(events, 1);
 }
 storage_test!(the_same_idempotency_key_returns_the_same_instance_and_another_body_conflicts);

@@ -41,7 +41,8 @@ where
 }
 
 pub fn postgres_admin_url() -> String {
-    std::env::var("O2FLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    std::env::var("O2FLOW_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
 /// A running o2flow on port 0 with a fresh database, a manual clock, and
@@ -62,11 +63,14 @@ pub struct TestApp {
 }
 
 pub fn start_time() -> chrono::DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2026, 11, 20, 8, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 pub fn runtime_on(store: Store, clock: Arc<ManualClock>) -> Arc<Runtime> {
-    let templates = Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
+    let templates =
+        Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
     Arc::new(Runtime::new(Options {
         store,
         clock,
@@ -87,7 +91,9 @@ impl TestApp {
             Db::Postgres => {
                 let admin = Database::connect(format!("{}/postgres", postgres_admin_url()))
                     .await
-                    .unwrap_or_else(|e| panic!("PostgreSQL must answer at {}: {e}", postgres_admin_url()));
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL must answer at {}: {e}", postgres_admin_url())
+                    });
                 admin
                     .execute_unprepared(&format!("CREATE DATABASE {name}"))
                     .await
@@ -96,23 +102,56 @@ impl TestApp {
                 (format!("{}/{name}", postgres_admin_url()), Some(name))
             }
         };
-        let store = Store::connect(&database_url).await.unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::connect(&database_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let clock = Arc::new(ManualClock::new(start_time()));
         let now = start_time();
-        store.ensure_tenant("acme", "Acme Hospital Group", now).await.unwrap_or_else(|e| panic!("{e}"));
-        store.add_branch("acme", "east", "East campus", now + chrono::Duration::seconds(1)).await.unwrap_or_else(|e| panic!("{e}"));
-        store.ensure_tenant("other", "Other Hotel Chain", now).await.unwrap_or_else(|e| panic!("{e}"));
-        let key = store.create_api_key("acme", "admin", now).await.unwrap_or_else(|e| panic!("{e}"));
-        let viewer_key = store.create_api_key("acme", "viewer", now).await.unwrap_or_else(|e| panic!("{e}"));
-        let other_key = store.create_api_key("other", "admin", now).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .ensure_tenant("acme", "Acme Hospital Group", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .add_branch(
+                "acme",
+                "east",
+                "East campus",
+                now + chrono::Duration::seconds(1),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .ensure_tenant("other", "Other Hotel Chain", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = store
+            .create_api_key("acme", "admin", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let viewer_key = store
+            .create_api_key("acme", "viewer", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let other_key = store
+            .create_api_key("other", "admin", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let runtime = runtime_on(store, clock.clone());
-        let source = std::fs::read_to_string("workflows/follow_up_reminder.yaml").unwrap_or_else(|e| panic!("{e}"));
+        let source = std::fs::read_to_string("workflows/follow_up_reminder.yaml")
+            .unwrap_or_else(|e| panic!("{e}"));
         for tenant in ["acme", "other"] {
-            runtime.deploy(tenant, "follow_up_reminder.yaml", &source).await.unwrap_or_else(|e| panic!("{e}"));
+            runtime
+                .deploy(tenant, "follow_up_reminder.yaml", &source)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let address = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
-        let server = o2flow::http::server(runtime.clone(), listener).unwrap_or_else(|e| panic!("{e}"));
+        let address = format!(
+            "http://{}",
+            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+        );
+        let server =
+            o2flow::http::server(runtime.clone(), listener).unwrap_or_else(|e| panic!("{e}"));
         let handle = server.handle();
         tokio::spawn(server);
         TestApp {
@@ -135,8 +174,12 @@ impl TestApp {
         match (&self.db, &self.pg_name) {
             (Db::Postgres, Some(name)) => {
                 self.runtime.store().close().await;
-                if let Ok(admin) = Database::connect(format!("{}/postgres", postgres_admin_url())).await {
-                    let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                if let Ok(admin) =
+                    Database::connect(format!("{}/postgres", postgres_admin_url())).await
+                {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .await;
                 }
             }
             _ => {
@@ -157,7 +200,13 @@ impl TestApp {
     }
 
     pub async fn get_with(&self, path: &str, key: &str) -> (u16, Value) {
-        let response = self.client.get(self.url(path)).bearer_auth(key).send().await.unwrap_or_else(|e| panic!("{e}"));
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         read(response).await
     }
 
@@ -165,8 +214,19 @@ impl TestApp {
         self.post_raw(path, &self.key, body.to_string(), None).await
     }
 
-    pub async fn post_raw(&self, path: &str, key: &str, body: String, idempotency_key: Option<&str>) -> (u16, Value) {
-        let mut request = self.client.post(self.url(path)).bearer_auth(key).header("content-type", "application/json").body(body);
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        key: &str,
+        body: String,
+        idempotency_key: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(idempotency_key) = idempotency_key {
             request = request.header("Idempotency-Key", idempotency_key);
         }
@@ -175,7 +235,12 @@ impl TestApp {
 
     /// Starts a follow-up reminder for `patient_id` through the API.
     pub async fn start_follow_up(&self, patient_id: &str, business_key: Option<&str>) -> Value {
-        let (status, body) = self.post("/api/v1/instances", &follow_up_request(patient_id, business_key)).await;
+        let (status, body) = self
+            .post(
+                "/api/v1/instances",
+                &follow_up_request(patient_id, business_key),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         body
     }
@@ -183,7 +248,10 @@ impl TestApp {
     /// Moves the manual clock and lets timers and the outbox catch up.
     pub async fn advance(&self, by: chrono::Duration) {
         self.clock.advance(by);
-        self.runtime.settle().await.unwrap_or_else(|e| panic!("{e}"));
+        self.runtime
+            .settle()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 }
 

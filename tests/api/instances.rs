@@ -8,14 +8,21 @@ use crate::storage_test;
 
 async fn instances_are_listed_by_filter_a_page_at_a_time(app: TestApp) {
     for i in 0..5 {
-        app.start_follow_up(&format!("p-{i}"), Some(&format!("visit-{i}"))).await;
+        app.start_follow_up(&format!("p-{i}"), Some(&format!("visit-{i}")))
+            .await;
     }
-    let (_, page) = app.get("/api/v1/instances?workflow=follow_up_reminder&limit=2").await;
+    let (_, page) = app
+        .get("/api/v1/instances?workflow=follow_up_reminder&limit=2")
+        .await;
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
     let mut seen = 2;
     let mut after = page["next_after"].as_str().map(str::to_owned);
     while let Some(cursor) = after {
-        let (_, page) = app.get(&format!("/api/v1/instances?workflow=follow_up_reminder&limit=2&after={cursor}")).await;
+        let (_, page) = app
+            .get(&format!(
+                "/api/v1/instances?workflow=follow_up_reminder&limit=2&after={cursor}"
+            ))
+            .await;
         seen += page["items"].as_array().map(Vec::len).unwrap_or(0);
         after = page["next_after"].as_str().map(str::to_owned);
     }
@@ -33,7 +40,12 @@ storage_test!(instances_are_listed_by_filter_a_page_at_a_time);
 async fn cancel_ends_the_instance_and_its_timers_never_fire(app: TestApp) {
     let started = app.start_follow_up("p-500", None).await;
     let id = started["id"].as_str().unwrap_or_default();
-    let (status, body) = app.post(&format!("/api/v1/instances/{id}/cancel"), &json!({"reason": "visit voided"})).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{id}/cancel"),
+            &json!({"reason": "visit voided"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["instance"]["status"], "cancelled");
     app.advance(Duration::days(30)).await;
@@ -46,29 +58,63 @@ storage_test!(cancel_ends_the_instance_and_its_timers_never_fire);
 
 async fn workflows_deploy_once_per_content_and_new_content_is_a_new_version(app: TestApp) {
     let source = std::fs::read_to_string("workflows/follow_up_reminder.yaml").unwrap_or_default();
-    let response = app.client.post(app.url("/api/v1/workflows")).bearer_auth(&app.key).body(source.clone()).send().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/workflows"))
+        .bearer_auth(&app.key)
+        .body(source.clone())
+        .send()
+        .await;
     let (status, body) = crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await;
     assert_eq!((status, body["version"].clone()), (200, json!(1)));
 
     // A running instance stays pinned to the version it started on.
     let started = app.start_follow_up("p-600", None).await;
     let changed = source.replace("after: 14d", "after: 21d");
-    let response = app.client.post(app.url("/api/v1/workflows")).bearer_auth(&app.key).body(changed).send().await;
+    let response = app
+        .client
+        .post(app.url("/api/v1/workflows"))
+        .bearer_auth(&app.key)
+        .body(changed)
+        .send()
+        .await;
     let (status, body) = crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await;
-    assert_eq!((status, body["name"].clone(), body["version"].clone()), (201, json!("follow_up_reminder"), json!(2)));
+    assert_eq!(
+        (status, body["name"].clone(), body["version"].clone()),
+        (201, json!("follow_up_reminder"), json!(2))
+    );
     assert_eq!(body["hash"].as_str().map(str::len), Some(64));
-    let (_, old) = app.get(&format!("/api/v1/instances/{}", started["id"].as_str().unwrap_or_default())).await;
+    let (_, old) = app
+        .get(&format!(
+            "/api/v1/instances/{}",
+            started["id"].as_str().unwrap_or_default()
+        ))
+        .await;
     assert_eq!(old["version"], 1);
     let newer = app.start_follow_up("p-601", None).await;
     assert_eq!(newer["version"], 2);
 
     let (_, list) = app.get("/api/v1/workflows").await;
     assert_eq!(list["workflows"][0]["latest_version"], 2);
-    let (_, detail) = app.get("/api/v1/workflows/follow_up_reminder?version=1").await;
+    let (_, detail) = app
+        .get("/api/v1/workflows/follow_up_reminder?version=1")
+        .await;
     assert_eq!(detail["source"].as_str(), Some(source.as_str()));
-    let graph = app.client.get(app.url("/api/v1/workflows/follow_up_reminder/graph")).bearer_auth(&app.key).send().await;
-    let text = graph.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
-    assert!(text.starts_with("stateDiagram-v2\n    [*] --> waiting\n"), "{text}");
+    let graph = app
+        .client
+        .get(app.url("/api/v1/workflows/follow_up_reminder/graph"))
+        .bearer_auth(&app.key)
+        .send()
+        .await;
+    let text = graph
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        text.starts_with("stateDiagram-v2\n    [*] --> waiting\n"),
+        "{text}"
+    );
     assert!(text.contains("reminding --> expired: after 21d"), "{text}");
 }
 storage_test!(workflows_deploy_once_per_content_and_new_content_is_a_new_version);
@@ -82,12 +128,20 @@ async fn instances_belong_to_a_branch(app: TestApp) {
     assert_eq!(started["branch"], "main");
     request["branch"] = json!("west");
     let (status, body) = app.post("/api/v1/instances", &request).await;
-    assert_eq!((status, body["error"].clone()), (422, json!("unknown_branch")));
+    assert_eq!(
+        (status, body["error"].clone()),
+        (422, json!("unknown_branch"))
+    );
 }
 storage_test!(instances_belong_to_a_branch);
 
 async fn sqlite_runs_in_wal_mode(app: TestApp) {
-    let mode = app.runtime.store().journal_mode().await.unwrap_or_else(|e| panic!("{e}"));
+    let mode = app
+        .runtime
+        .store()
+        .journal_mode()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     match app.db {
         Db::Sqlite => assert_eq!(mode.as_deref(), Some("wal")),
         Db::Postgres => assert_eq!(mode, None),

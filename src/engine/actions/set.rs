@@ -9,7 +9,10 @@ use crate::engine::{Error, HistoryEntry};
 pub fn run(action: &SetAction, context: &mut ActionContext<'_>) -> Result<(), Error> {
     let mut values = Vec::with_capacity(action.fields.len());
     for (field, expr) in &action.fields {
-        values.push((field, expr.eval_json(context.scope).map_err(Error::Expression)?));
+        values.push((
+            field,
+            expr.eval_json(context.scope).map_err(Error::Expression)?,
+        ));
     }
     let mut changed = serde_json::Map::new();
     if let Some(data) = context.data.as_object_mut() {

@@ -3,34 +3,53 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use super::idempotency;
 use crate::engine::Event;
 use crate::http::auth::{Caller, WRITERS};
-use crate::http::dto::{self, EventApplied, History, Instance, InstanceList, ListInstances, Page, PostEvent, StartInstance};
+use crate::http::dto::{
+    self, EventApplied, History, Instance, InstanceList, ListInstances, Page, PostEvent,
+    StartInstance,
+};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::runtime::StartRequest;
 use crate::store::InstanceFilter;
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, String), ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
     let canonical = value.to_string();
-    let parsed = serde_json::from_value(value)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("the body is not the JSON expected: {e}")))?;
+    let parsed = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not the JSON expected: {e}"),
+        )
+    })?;
     Ok((parsed, canonical))
 }
 
-async fn load(state: &AppState, caller: &Caller, id: &str) -> Result<crate::store::InstanceRow, ApiError> {
+async fn load(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::store::InstanceRow, ApiError> {
     state
         .runtime
         .store()
         .instance(&caller.tenant_id, id)
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| ApiError::not_found("instance_not_found", format!("there is no instance `{id}`")))
+        .ok_or_else(|| {
+            ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
+        })
 }
 
 /// `POST /api/v1/instances`: start an instance. 201 when created, 200
 /// when the same `Idempotency-Key` and body were seen before.
-pub async fn create(state: web::Data<AppState>, caller: Caller, request: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&WRITERS)?;
     let (start, canonical): (StartInstance, String) = parse_json(&body)?;
     let idempotency = idempotency(&request, &canonical)?;
@@ -48,21 +67,41 @@ pub async fn create(state: web::Data<AppState>, caller: Caller, request: HttpReq
         )
         .await?;
     let body = Instance::from_row(&row, None);
-    Ok(if created { HttpResponse::Created().json(body) } else { HttpResponse::Ok().json(body) })
+    Ok(if created {
+        HttpResponse::Created().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    })
 }
 
 /// `GET /api/v1/instances/{id}`: state, status, data, pinned version, armed timers.
-pub async fn get(state: web::Data<AppState>, caller: Caller, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &caller, &id).await?;
-    let timers = state.runtime.store().timers_of(&row.id).await.map_err(|e| ApiError::internal(&e))?;
+    let timers = state
+        .runtime
+        .store()
+        .timers_of(&row.id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     Ok(HttpResponse::Ok().json(Instance::from_row(&row, Some(&timers))))
 }
 
 /// `GET /api/v1/instances?workflow=&state=&status=&business_key=&after=&limit=`.
-pub async fn list(state: web::Data<AppState>, caller: Caller, query: web::Query<ListInstances>) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListInstances>,
+) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 500"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "limit must be between 1 and 500",
+        ));
     }
     let filter = InstanceFilter {
         workflow: query.workflow.clone(),
@@ -72,10 +111,19 @@ pub async fn list(state: web::Data<AppState>, caller: Caller, query: web::Query<
         after: query.after.clone(),
         limit: limit + 1,
     };
-    let mut rows = state.runtime.store().list_instances(&caller.tenant_id, &filter).await.map_err(|e| ApiError::internal(&e))?;
+    let mut rows = state
+        .runtime
+        .store()
+        .list_instances(&caller.tenant_id, &filter)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let more = rows.len() as u64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-    let next_after = if more { rows.last().map(|r| r.id.clone()) } else { None };
+    let next_after = if more {
+        rows.last().map(|r| r.id.clone())
+    } else {
+        None
+    };
     Ok(HttpResponse::Ok().json(InstanceList {
         items: rows.iter().map(|r| Instance::from_row(r, None)).collect(),
         next_after,
@@ -83,19 +131,50 @@ pub async fn list(state: web::Data<AppState>, caller: Caller, query: web::Query<
 }
 
 /// `GET /api/v1/instances/{id}/history?from=&limit=`: entries in order.
-pub async fn history(state: web::Data<AppState>, caller: Caller, id: web::Path<String>, query: web::Query<Page>) -> Result<HttpResponse, ApiError> {
+pub async fn history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    query: web::Query<Page>,
+) -> Result<HttpResponse, ApiError> {
     let row = load(&state, &caller, &id).await?;
     let limit = query.limit.unwrap_or(500).clamp(1, 5000);
     let from = query.from.unwrap_or(0).max(0);
-    let rows = state.runtime.store().history(&row.id, from, limit + 1).await.map_err(|e| ApiError::internal(&e))?;
+    let rows = state
+        .runtime
+        .store()
+        .history(&row.id, from, limit + 1)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let more = rows.len() as u64 > limit;
-    let entries: Vec<dto::HistoryEntry> = rows.iter().take(usize::try_from(limit).unwrap_or(usize::MAX)).map(dto::HistoryEntry::from).collect();
-    let next_from = if more { entries.last().map(|e| e.seq + 1) } else { None };
-    Ok(HttpResponse::Ok().json(History { instance_id: row.id, entries, next_from }))
+    let entries: Vec<dto::HistoryEntry> = rows
+        .iter()
+        .take(usize::try_from(limit).unwrap_or(usize::MAX))
+        .map(dto::HistoryEntry::from)
+        .collect();
+    let next_from = if more {
+        entries.last().map(|e| e.seq + 1)
+    } else {
+        None
+    };
+    Ok(HttpResponse::Ok().json(History {
+        instance_id: row.id,
+        entries,
+        next_from,
+    }))
 }
 
-async fn apply(state: &AppState, caller: &Caller, id: &str, event: Event, idempotency: Option<(String, String)>) -> Result<HttpResponse, ApiError> {
-    let result = state.runtime.send_event(&caller.tenant_id, id, event, idempotency).await?;
+async fn apply(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    event: Event,
+    idempotency: Option<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
+    let result = state
+        .runtime
+        .send_event(&caller.tenant_id, id, event, idempotency)
+        .await?;
     Ok(HttpResponse::Ok().json(EventApplied {
         applied: result.applied,
         instance: Instance::from_row(&result.instance, None),
@@ -103,11 +182,20 @@ async fn apply(state: &AppState, caller: &Caller, id: &str, event: Event, idempo
 }
 
 /// `POST /api/v1/instances/{id}/events` `{type, payload}`.
-pub async fn event(state: web::Data<AppState>, caller: Caller, id: web::Path<String>, request: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn event(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&WRITERS)?;
     let (posted, canonical): (PostEvent, String) = parse_json(&body)?;
     if posted.event_type.is_empty() || posted.event_type.len() > 100 {
-        return Err(ApiError::bad_request("invalid_event", "`type` must be 1 to 100 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            "`type` must be 1 to 100 characters",
+        ));
     }
     let idempotency = idempotency(&request, &canonical)?;
     let event = Event::Named {
@@ -118,7 +206,13 @@ pub async fn event(state: web::Data<AppState>, caller: Caller, id: web::Path<Str
 }
 
 /// `POST /api/v1/instances/{id}/cancel` `{reason?}`.
-pub async fn cancel(state: web::Data<AppState>, caller: Caller, id: web::Path<String>, request: HttpRequest, body: web::Bytes) -> Result<HttpResponse, ApiError> {
+pub async fn cancel(
+    state: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
     caller.require(&["admin", "operator"])?;
     let (cancel, canonical): (dto::Cancel, String) = if body.iter().all(u8::is_ascii_whitespace) {
         (dto::Cancel::default(), "{}".into())
@@ -126,5 +220,14 @@ pub async fn cancel(state: web::Data<AppState>, caller: Caller, id: web::Path<St
         parse_json(&body)?
     };
     let idempotency = idempotency(&request, &format!("cancel:{canonical}"))?;
-    apply(&state, &caller, &id, Event::Cancel { reason: cancel.reason }, idempotency).await
+    apply(
+        &state,
+        &caller,
+        &id,
+        Event::Cancel {
+            reason: cancel.reason,
+        },
+        idempotency,
+    )
+    .await
 }

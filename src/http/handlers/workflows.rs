@@ -1,7 +1,9 @@
 use actix_web::{web, HttpResponse};
 
 use crate::http::auth::Caller;
-use crate::http::dto::{DeployQuery, Deployed, VersionQuery, WorkflowDetail, WorkflowSummary, WorkflowVersion};
+use crate::http::dto::{
+    DeployQuery, Deployed, VersionQuery, WorkflowDetail, WorkflowSummary, WorkflowVersion,
+};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::DefinitionRow;
@@ -16,10 +18,14 @@ pub async fn deploy(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&["admin"])?;
-    let source = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_encoding", "the workflow must be UTF-8 text"))?;
+    let source = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request("invalid_encoding", "the workflow must be UTF-8 text")
+    })?;
     let file = query.file.clone().unwrap_or_else(|| "request.yaml".into());
-    let (row, created) = state.runtime.deploy(&caller.tenant_id, &file, source).await?;
+    let (row, created) = state
+        .runtime
+        .deploy(&caller.tenant_id, &file, source)
+        .await?;
     let body = Deployed {
         name: row.name,
         version: row.version,
@@ -34,7 +40,12 @@ pub async fn deploy(
 
 /// `GET /api/v1/workflows`: every workflow with its versions.
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
-    let rows = state.runtime.store().definitions(&caller.tenant_id).await.map_err(|e| ApiError::internal(&e))?;
+    let rows = state
+        .runtime
+        .store()
+        .definitions(&caller.tenant_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?;
     let mut out: Vec<WorkflowSummary> = Vec::new();
     for row in &rows {
         match out.last_mut() {
@@ -54,7 +65,11 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
     Ok(HttpResponse::Ok().json(serde_json::json!({"workflows": out})))
 }
 
-async fn versions(state: &AppState, caller: &Caller, name: &str) -> Result<Vec<DefinitionRow>, ApiError> {
+async fn versions(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Vec<DefinitionRow>, ApiError> {
     let rows: Vec<DefinitionRow> = state
         .runtime
         .store()
@@ -65,18 +80,22 @@ async fn versions(state: &AppState, caller: &Caller, name: &str) -> Result<Vec<D
         .filter(|r| r.name == name)
         .collect();
     if rows.is_empty() {
-        return Err(ApiError::not_found("workflow_not_found", format!("there is no workflow `{name}`")));
+        return Err(ApiError::not_found(
+            "workflow_not_found",
+            format!("there is no workflow `{name}`"),
+        ));
     }
     Ok(rows)
 }
 
 fn pick(rows: &[DefinitionRow], version: Option<i32>) -> Result<&DefinitionRow, ApiError> {
     match version {
-        Some(v) => rows
-            .iter()
-            .find(|r| r.version == v)
-            .ok_or_else(|| ApiError::not_found("version_not_found", format!("there is no version {v}"))),
-        None => rows.last().ok_or_else(|| ApiError::not_found("workflow_not_found", "no versions")),
+        Some(v) => rows.iter().find(|r| r.version == v).ok_or_else(|| {
+            ApiError::not_found("version_not_found", format!("there is no version {v}"))
+        }),
+        None => rows
+            .last()
+            .ok_or_else(|| ApiError::not_found("workflow_not_found", "no versions")),
     }
 }
 
