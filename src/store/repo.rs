@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::entities::{
@@ -811,7 +811,3 @@ async fn write_consequences(
     }
     Ok(())
 }
-
-/// Keeps `ConnectionTrait` in scope for the generic executors above.
-#[allow(dead_code)]
-fn _assert_connection<C: ConnectionTrait>(_: &C) {}
