@@ -15,8 +15,8 @@ pub struct Diagnostic {
     pub column: usize,
     /// The YAML path of the node the problem is about.
     pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<String>,
+    /// How to fix it. Every diagnostic has one.
+    pub hint: String,
     #[serde(skip)]
     width: usize,
 }
@@ -83,7 +83,7 @@ impl<'a> Sink<'a> {
             line: pos.line,
             column: pos.col,
             path: path.to_string(),
-            hint,
+            hint: hint.unwrap_or_else(|| default_hint(code).to_owned()),
             width,
         });
     }
@@ -104,7 +104,7 @@ impl Diagnostic {
             line: pos.line,
             column: pos.col,
             path: YamlPath::root().to_string(),
-            hint,
+            hint: hint.unwrap_or_else(|| default_hint(code).to_owned()),
             width: 1,
         }
     }
@@ -127,10 +127,17 @@ impl Diagnostic {
             let _ = writeln!(out, "{pad} | {lead}{}", "^".repeat(self.width.max(1)));
         }
         let _ = writeln!(out, "{pad} = at: {}", self.path);
-        if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "{pad} = help: {hint}");
-        }
+        let _ = writeln!(out, "{pad} = help: {}", self.hint);
         out
+    }
+}
+
+/// The hint of a diagnostic that was not given a specific one.
+fn default_hint(code: &str) -> &'static str {
+    match code {
+        "yaml_syntax" => "check indentation, quotes and brackets around this place",
+        "unknown_field" => "remove it; `o2flow schema` lists every field",
+        _ => "see docs/dsl.md for this part of the workflow language",
     }
 }
 
@@ -147,22 +154,32 @@ pub fn did_you_mean<'c>(
         .map(|(_, candidate)| candidate)
 }
 
+/// Edit distance counting a swap of two neighbours as one edit
+/// (optimal string alignment), so `titel` is one step from `title`.
 fn levenshtein(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != cb);
-            let value = (previous[j] + cost)
-                .min(previous[j + 1] + 1)
-                .min(current[j] + 1);
-            current.push(value);
-        }
-        previous = current;
+    let width = b.len() + 1;
+    let mut table = vec![0usize; (a.len() + 1) * width];
+    for i in 0..=a.len() {
+        table[i * width] = i;
     }
-    previous[b.len()]
+    for j in 0..=b.len() {
+        table[j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (table[(i - 1) * width + j] + 1)
+                .min(table[i * width + j - 1] + 1)
+                .min(table[(i - 1) * width + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(table[(i - 2) * width + j - 2] + 1);
+            }
+            table[i * width + j] = best;
+        }
+    }
+    table[a.len() * width + b.len()]
 }
 
 #[cfg(test)]
@@ -176,5 +193,6 @@ mod tests {
             Some("rebooked")
         );
         assert_eq!(did_you_mean("zzz", ["rebooked", "expired"]), None);
+        assert_eq!(did_you_mean("titel", ["title", "timers"]), Some("title"));
     }
 }

@@ -93,9 +93,14 @@ pub fn validate(
             path,
             Anchor::Key,
             format!("unknown field `{field}`"),
-            Some(format!(
-                "fields here are listed in the schema (`o2flow schema`); check the spelling of `{field}`"
-            )),
+            Some(
+                match did_you_mean(&field, known_fields().iter().map(String::as_str)) {
+                    Some(close) => {
+                        format!("did you mean `{close}`? (`o2flow schema` lists every field)")
+                    }
+                    None => "remove it; `o2flow schema` lists every field".to_owned(),
+                },
+            ),
         );
     }
     let file_spec = match parsed {
@@ -120,6 +125,28 @@ pub fn validate(
     } else {
         (None, diagnostics)
     }
+}
+
+/// Every field name the DSL knows, read from its JSON Schema.
+fn known_fields() -> &'static Vec<String> {
+    static FIELDS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        fn walk(value: &serde_json::Value, out: &mut BTreeSet<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    if let Some(serde_json::Value::Object(properties)) = map.get("properties") {
+                        out.extend(properties.keys().cloned());
+                    }
+                    map.values().for_each(|v| walk(v, out));
+                }
+                serde_json::Value::Array(items) => items.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        let mut out = BTreeSet::new();
+        walk(&super::model::json_schema(), &mut out);
+        out.into_iter().collect()
+    });
+    &FIELDS
 }
 
 fn ignored_path(path: &serde_ignored::Path<'_>) -> YamlPath {
@@ -160,7 +187,10 @@ fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
             Some("actions available now: set, send".into()),
         )
     } else if message.starts_with("unknown variant") {
-        ("invalid_value", None)
+        (
+            "invalid_value",
+            Some("use one of the values the message lists".into()),
+        )
     } else {
         (
             "invalid_type",
@@ -327,7 +357,7 @@ impl Checker<'_> {
                     &path.key("values"),
                     Anchor::Value,
                     format!("`{name}` is an enum with an empty `values` list"),
-                    None,
+                    Some("list at least one value: `values: [a, b]`".into()),
                 ),
                 (ty, Some(_)) if ty != ValueType::Enum => self.sink.push(
                     "values_without_enum",
@@ -337,7 +367,7 @@ impl Checker<'_> {
                         "`values` only applies to `type: enum`, and `{name}` is a {}",
                         ty.as_str()
                     ),
-                    None,
+                    Some("remove `values`, or make the type `enum`".into()),
                 ),
                 _ => {}
             }
@@ -351,7 +381,7 @@ impl Checker<'_> {
                             "the default of `{name}` is not a valid {}: {message}",
                             field.ty.as_str()
                         ),
-                        None,
+                        Some(example_of(field.ty).into()),
                     );
                 }
             }
@@ -517,7 +547,7 @@ impl Checker<'_> {
                         &path.key("after"),
                         Anchor::Value,
                         error.to_string(),
-                        None,
+                        Some("write a number and a unit: 15m, 2h, 7d, 2w or 1h30m".into()),
                     );
                     None
                 }
@@ -529,7 +559,7 @@ impl Checker<'_> {
                     &path.key("at"),
                     Anchor::Key,
                     "a timer takes either `after` or `at`, not both",
-                    None,
+                    Some("keep `after` for a delay from entry, or `at` for a computed time".into()),
                 );
                 None
             }
@@ -771,6 +801,20 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+/// An example of a valid value of each type, for hints.
+fn example_of(ty: ValueType) -> &'static str {
+    match ty {
+        ValueType::String => "write text, quoted if it could be read as a number: \"10:00\"",
+        ValueType::Integer => "write a whole number: 7",
+        ValueType::Boolean => "write true or false",
+        ValueType::Money => "write yuan as a quoted decimal with at most two places: \"15.00\"",
+        ValueType::Datetime => "write an RFC 3339 time: \"2026-11-23T09:30:00+08:00\"",
+        ValueType::Duration => "write a number and a unit: 15m, 2h, 7d, 1h30m",
+        ValueType::Enum => "write one of the listed `values`",
+        ValueType::Party => "write a map with at least an id: { id: p1, name: 张三 }",
     }
 }
 
