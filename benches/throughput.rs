@@ -99,7 +99,7 @@ async fn run(label: &str, url: &str, total: usize, concurrency: usize) {
                     if row.is_some_and(|r| r.state == "reminding") {
                         break;
                     }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
                 }
                 runtime
                     .send_event(

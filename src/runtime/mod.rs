@@ -14,6 +14,7 @@ pub use retry::RetryPolicy;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use futures::future::join_all;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
@@ -85,6 +86,10 @@ pub struct Runtime {
 }
 
 const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// Timers fired, or effects executed, at once. Different instances are
+/// independent; two on one instance meet the optimistic revision check.
+const IN_FLIGHT: usize = 16;
 
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
@@ -368,8 +373,13 @@ impl Runtime {
                 return Ok(fired);
             }
             let batch = due.len();
-            for timer in due {
-                match self.fire(&timer).await {
+            let mut results = Vec::with_capacity(due.len());
+            for chunk in due.chunks(IN_FLIGHT) {
+                let firing: Vec<_> = chunk.iter().map(|timer| self.fire(timer)).collect();
+                results.extend(chunk.iter().zip(join_all(firing).await));
+            }
+            for (timer, result) in results {
+                match result {
                     Ok(()) => fired += 1,
                     Err(error) => {
                         tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
@@ -456,8 +466,13 @@ impl Runtime {
                 return Ok(done);
             }
             let batch = rows.len();
-            for row in rows {
-                if self.execute(&row).await? {
+            let mut results = Vec::with_capacity(rows.len());
+            for chunk in rows.chunks(IN_FLIGHT) {
+                let executing: Vec<_> = chunk.iter().map(|row| self.execute(row)).collect();
+                results.extend(join_all(executing).await);
+            }
+            for result in results {
+                if result? {
                     done += 1;
                 }
             }
