@@ -89,3 +89,91 @@ fn keys_create_prints_only_a_key_that_the_database_knows() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+#[test]
+fn serve_refuses_to_start_when_a_workflow_is_invalid() {
+    let path = std::env::temp_dir().join(format!(
+        "o2flow-refuse-{}.db",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let url = format!("sqlite:{}", path.display());
+    let (code, _, stderr) = o2flow(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--workflows",
+        "tests/fixtures/invalid",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("refusing to start"), "{stderr}");
+    assert!(stderr.contains("error[unknown_state]"), "{stderr}");
+    assert!(
+        !path.exists(),
+        "no database is created for a server that does not start"
+    );
+}
+
+/// Starts `serve` on port 0 and returns the child, its address and the key it printed, if any.
+fn serve(url: &str) -> (std::process::Child, String, Option<String>) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_o2flow"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--database-url", url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut key = None;
+    let mut address = String::new();
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.trim().strip_prefix("export O2FLOW_KEY=") {
+            key = Some(rest.to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("o2flow listening on ") {
+            address = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            break;
+        }
+    }
+    (child, address, key)
+}
+
+#[test]
+fn serve_on_a_fresh_database_prints_a_key_once_that_works_at_once() {
+    let path =
+        std::env::temp_dir().join(format!("o2flow-serve-{}.db", uuid::Uuid::new_v4().simple()));
+    let url = format!("sqlite:{}", path.display());
+    let (mut child, address, key) = serve(&url);
+    let key = key.unwrap_or_else(|| panic!("no key printed"));
+    let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = runtime.block_on(async {
+        let response = reqwest::Client::new()
+            .get(format!("{address}/api/v1/workflows"))
+            .bearer_auth(&key)
+            .send()
+            .await;
+        crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["workflows"][0]["name"], "follow_up_reminder");
+    assert!(path.exists(), "the SQLite file is created on first run");
+
+    // The second start finds the tenant and prints no key.
+    let (mut again, _, second_key) = serve(&url);
+    let _ = again.kill();
+    let _ = again.wait();
+    assert_eq!(second_key, None);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
