@@ -91,6 +91,10 @@ const MAX_CONFLICT_RETRIES: usize = 8;
 /// independent; two on one instance meet the optimistic revision check.
 const IN_FLIGHT: usize = 16;
 
+/// Due timers and pending outbox rows read per query.
+const BATCH: u64 = 256;
+const BATCH_LEN: usize = 256;
+
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
         Runtime {
@@ -368,26 +372,21 @@ impl Runtime {
     pub async fn fire_due_timers(&self) -> Result<usize, Error> {
         let mut fired = 0;
         loop {
-            let due = self.store.due_timers(self.now(), 256).await?;
-            if due.is_empty() {
+            let due = self.store.due_timers(self.now(), BATCH).await?;
+            fired += run_all(&due, |timer| self.fire_logged(timer)).await?;
+            if due.len() < BATCH_LEN {
                 return Ok(fired);
             }
-            let batch = due.len();
-            let mut results = Vec::with_capacity(due.len());
-            for chunk in due.chunks(IN_FLIGHT) {
-                let firing: Vec<_> = chunk.iter().map(|timer| self.fire(timer)).collect();
-                results.extend(chunk.iter().zip(join_all(firing).await));
-            }
-            for (timer, result) in results {
-                match result {
-                    Ok(()) => fired += 1,
-                    Err(error) => {
-                        tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
-                    }
-                }
-            }
-            if batch < 256 {
-                return Ok(fired);
+        }
+    }
+
+    /// Fires one timer; a failure is logged and the timer stays for the next round.
+    async fn fire_logged(&self, timer: &store::TimerRow) -> Result<bool, Error> {
+        match self.fire(timer).await {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
+                Ok(false)
             }
         }
     }
@@ -461,22 +460,9 @@ impl Runtime {
     pub async fn drain_outbox(&self) -> Result<usize, Error> {
         let mut done = 0;
         loop {
-            let rows = self.store.pending_outbox(self.now(), 256).await?;
-            if rows.is_empty() {
-                return Ok(done);
-            }
-            let batch = rows.len();
-            let mut results = Vec::with_capacity(rows.len());
-            for chunk in rows.chunks(IN_FLIGHT) {
-                let executing: Vec<_> = chunk.iter().map(|row| self.execute(row)).collect();
-                results.extend(join_all(executing).await);
-            }
-            for result in results {
-                if result? {
-                    done += 1;
-                }
-            }
-            if batch < 256 {
+            let rows = self.store.pending_outbox(self.now(), BATCH).await?;
+            done += run_all(&rows, |row| self.execute(row)).await?;
+            if rows.len() < BATCH_LEN {
                 return Ok(done);
             }
         }
@@ -583,6 +569,23 @@ impl Runtime {
 enum Failure {
     Transient(String),
     Permanent(String),
+}
+
+/// Runs `work` over `rows`, `IN_FLIGHT` at a time; counts the `true`s.
+async fn run_all<'a, R, F, Fut>(rows: &'a [R], work: F) -> Result<usize, Error>
+where
+    F: Fn(&'a R) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, Error>> + 'a,
+{
+    let mut done = 0;
+    for chunk in rows.chunks(IN_FLIGHT) {
+        for result in join_all(chunk.iter().map(&work)).await {
+            if result? {
+                done += 1;
+            }
+        }
+    }
+    Ok(done)
 }
 
 /// The engine view of a stored row, stepped.
