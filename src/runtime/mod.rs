@@ -402,6 +402,8 @@ impl Runtime {
                 .instance(&timer.tenant_id, &timer.instance_id)
                 .await?
             else {
+                // A timer whose instance is gone would come due forever.
+                self.store.delete_timer(timer.id).await?;
                 return Ok(());
             };
             let def = self.definition_by_id(current.definition_id).await?;

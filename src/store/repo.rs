@@ -490,6 +490,15 @@ impl Store {
             .await?)
     }
 
+    /// Drops one timer.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn delete_timer(&self, id: i64) -> Result<()> {
+        timers::Entity::delete_by_id(id).exec(&self.db).await?;
+        Ok(())
+    }
+
     /// Armed timers of an instance.
     ///
     /// # Errors
