@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use o2flow::runtime::{ManualClock, Options, RetryPolicy, Runtime};
+use o2flow::runtime::{Clock, ManualClock, Options, RetryPolicy, Runtime};
 use o2flow::store::Store;
 use o2flow::templates::Templates;
 use sea_orm::{ConnectionTrait, Database};
@@ -169,8 +169,28 @@ impl TestApp {
         }
     }
 
+    /// Stops the server and drops the database, after checking that the
+    /// test left no due timer and no unsent outbox row behind.
     pub async fn cleanup(self) {
         self.server.stop(false).await;
+        let now = self.clock.now();
+        let due = self
+            .runtime
+            .store()
+            .due_timers(now, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(due.is_empty(), "due timers left behind: {due:?}");
+        let pending = self
+            .runtime
+            .store()
+            .pending_outbox(now, 10)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            pending.is_empty(),
+            "unsent outbox rows left behind: {pending:?}"
+        );
         match (&self.db, &self.pg_name) {
             (Db::Postgres, Some(name)) => {
                 self.runtime.store().close().await;
