@@ -95,6 +95,10 @@ const IN_FLIGHT: usize = 16;
 const BATCH: u64 = 256;
 const BATCH_LEN: usize = 256;
 
+/// How long a claimed timer or outbox row stays with the process that
+/// claimed it; if that process dies, another takes it over after this.
+const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
         Runtime {
@@ -372,7 +376,10 @@ impl Runtime {
     pub async fn fire_due_timers(&self) -> Result<usize, Error> {
         let mut fired = 0;
         loop {
-            let due = self.store.due_timers(self.now(), BATCH).await?;
+            let due = self
+                .store
+                .claim_due_timers(self.now(), LEASE, BATCH)
+                .await?;
             fired += run_all(&due, |timer| self.fire_logged(timer)).await?;
             if due.len() < BATCH_LEN {
                 return Ok(fired);
@@ -462,7 +469,7 @@ impl Runtime {
     pub async fn drain_outbox(&self) -> Result<usize, Error> {
         let mut done = 0;
         loop {
-            let rows = self.store.pending_outbox(self.now(), BATCH).await?;
+            let rows = self.store.claim_outbox(self.now(), LEASE, BATCH).await?;
             done += run_all(&rows, |row| self.execute(row)).await?;
             if rows.len() < BATCH_LEN {
                 return Ok(done);

@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use super::entities::{
@@ -499,6 +499,46 @@ impl Store {
         Ok(())
     }
 
+    /// Claims up to `limit` due timers for `lease`: no other process gets
+    /// them until the lease runs out (`FOR UPDATE SKIP LOCKED` on
+    /// PostgreSQL; SQLite has one writer). A timer is deleted when it fires;
+    /// one whose process died comes due again when the lease ends.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim_due_timers(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u64,
+    ) -> Result<Vec<TimerRow>> {
+        let sql = format!(
+            "UPDATE timers SET locked_until_ms = $1 WHERE id IN (\
+             SELECT id FROM timers WHERE due_at_ms <= $2 AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
+             ORDER BY due_at_ms LIMIT $3{}) \
+             RETURNING id, tenant_id, instance_id, entry_seq, timer_index, due_at_ms, locked_until_ms",
+            self.skip_locked()
+        );
+        let values = [
+            ms(now + lease).into(),
+            ms(now).into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        ];
+        let mut rows = timers::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
+            .all(&self.db)
+            .await?;
+        rows.sort_by_key(|t| (t.due_at_ms, t.id));
+        Ok(rows)
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        match self.backend() {
+            DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
+            _ => "",
+        }
+    }
+
     /// Armed timers of an instance.
     ///
     /// # Errors
@@ -526,6 +566,39 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?)
+    }
+
+    /// Claims up to `limit` pending outbox rows whose time has come, for
+    /// `lease` (see `claim_due_timers`).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim_outbox(
+        &self,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u64,
+    ) -> Result<Vec<OutboxRow>> {
+        let sql = format!(
+            "UPDATE outbox SET locked_until_ms = $1 WHERE id IN (\
+             SELECT id FROM outbox WHERE status = 'pending' AND available_at_ms <= $2 \
+             AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
+             ORDER BY available_at_ms, id LIMIT $3{}) \
+             RETURNING id, tenant_id, instance_id, effect_key, kind, payload, status, attempts, available_at_ms, \
+             last_error, created_at_ms, done_at_ms, locked_until_ms",
+            self.skip_locked()
+        );
+        let values = [
+            ms(now + lease).into(),
+            ms(now).into(),
+            i64::try_from(limit).unwrap_or(i64::MAX).into(),
+        ];
+        let mut rows = outbox::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
+            .all(&self.db)
+            .await?;
+        rows.sort_by_key(|r| (r.available_at_ms, r.id));
+        Ok(rows)
     }
 
     /// Counts outbox rows in a status.
@@ -605,6 +678,10 @@ impl Store {
                     .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
                     .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
                     .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
+                    .col_expr(
+                        outbox::Column::LockedUntilMs,
+                        Expr::value(Option::<i64>::None),
+                    )
                     .filter(outbox::Column::Id.eq(row.id))
                     .exec(&txn)
                     .await?;
@@ -782,6 +859,7 @@ async fn write_consequences(
             entry_seq: Set(timer.entry_seq),
             timer_index: Set(i32::try_from(timer.index).unwrap_or(i32::MAX)),
             due_at_ms: Set(ms(timer.due_at)),
+            locked_until_ms: Set(None),
             ..Default::default()
         });
         timers::Entity::insert_many(rows)
@@ -806,6 +884,7 @@ async fn write_consequences(
                 last_error: Set(None),
                 created_at_ms: Set(ms(now)),
                 done_at_ms: Set(None),
+                locked_until_ms: Set(None),
                 ..Default::default()
             });
         }

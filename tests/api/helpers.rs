@@ -172,7 +172,6 @@ impl TestApp {
     /// Stops the server and drops the database, after checking that the
     /// test left no due timer and no unsent outbox row behind.
     pub async fn cleanup(self) {
-        self.server.stop(false).await;
         let now = self.clock.now();
         let due = self
             .runtime
@@ -191,6 +190,9 @@ impl TestApp {
             pending.is_empty(),
             "unsent outbox rows left behind: {pending:?}"
         );
+        // Connections opened by the server's worker threads die with them:
+        // stop the server only after the last query above.
+        self.server.stop(false).await;
         match (&self.db, &self.pg_name) {
             (Db::Postgres, Some(name)) => {
                 self.runtime.store().close().await;

@@ -8,3 +8,4 @@ mod cli;
 mod dsl_fixtures;
 mod follow_up;
 mod instances;
+mod nodes;

@@ -25,6 +25,7 @@ pub struct Model {
     pub last_error: Option<String>,
     pub created_at_ms: i64,
     pub done_at_ms: Option<i64>,
+    pub locked_until_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -14,6 +14,7 @@ pub struct Model {
     pub entry_seq: i64,
     pub timer_index: i32,
     pub due_at_ms: i64,
+    pub locked_until_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
