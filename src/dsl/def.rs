@@ -15,6 +15,10 @@ pub struct WorkflowDef {
     pub description: Option<String>,
     pub inputs: IndexMap<String, FieldSpec>,
     pub data: IndexMap<String, FieldSpec>,
+    /// Computes the business key outside events correlate on.
+    pub correlation: Option<Expr>,
+    /// How long each event type is kept when it arrives early.
+    pub keep_events_for: IndexMap<String, Duration>,
     pub start: String,
     pub states: IndexMap<String, StateDef>,
 }
@@ -89,7 +93,17 @@ pub struct SendAction {
     pub purpose: Option<String>,
 }
 
+/// How long an early correlated event is kept unless the workflow says otherwise.
+pub const DEFAULT_KEEP_EVENTS_FOR: Duration = Duration::hours(1);
+
 impl WorkflowDef {
+    /// Whether state `name` handles events of `event_type`.
+    pub fn handles(&self, name: &str, event_type: &str) -> bool {
+        self.states
+            .get(name)
+            .is_some_and(|s| s.on.contains_key(event_type))
+    }
+
     pub fn state(&self, name: &str) -> Option<&StateDef> {
         self.states.get(name)
     }

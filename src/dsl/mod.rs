@@ -13,6 +13,7 @@ pub mod yaml;
 
 pub use def::{
     Action, Channel, Due, SendAction, SetAction, StateDef, TimerDef, TransitionDef, WorkflowDef,
+    DEFAULT_KEEP_EVENTS_FOR,
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};

@@ -32,6 +32,15 @@ pub struct WorkflowFile {
     /// Instance data: fields that actions (`set`) change while the flow runs.
     #[serde(default)]
     pub data: IndexMap<String, FieldSpec>,
+    /// A CEL expression over the inputs giving the instance's business key
+    /// (an order, bill or booking number), by which outside events find it:
+    /// `prescription_id`, or `patient.id + "/" + department`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+    /// Settings per event type: how long an event that arrives before any
+    /// instance waits for it is kept.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub events: IndexMap<String, EventSpec>,
     /// The state every instance starts in.
     pub start: Option<String>,
     /// The states, by name.
@@ -54,6 +63,19 @@ impl fmt::Display for VersionLabel {
             VersionLabel::Number(number) => write!(f, "{number}"),
         }
     }
+}
+
+/// Settings of one event type.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EventSpec {
+    /// How long a correlated event is kept when nothing waits for it yet
+    /// (default 1h): a payment callback that beats the state change is
+    /// delivered when the instance gets there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_for: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// The value types of inputs and data fields.

@@ -298,6 +298,41 @@ impl Checker<'_> {
             states.insert(state_name.clone(), def);
         }
         self.check_reachability(&start);
+        let correlation = self
+            .spec
+            .correlation
+            .as_ref()
+            .and_then(|source| self.check_expr(source, &root.key("correlation")));
+        let mut keep_events_for = IndexMap::new();
+        for (event, spec) in &self.spec.events {
+            let path = root.key("events").key(event);
+            if !is_event_name(event) {
+                self.sink.push(
+                    "invalid_event_name",
+                    &path,
+                    Anchor::Key,
+                    format!("`{event}` is not a valid event type"),
+                    Some(
+                        "event types are lower-case words joined by dots: `payment.succeeded`"
+                            .into(),
+                    ),
+                );
+            }
+            if let Some(keep_for) = &spec.keep_for {
+                match parse_duration(keep_for) {
+                    Ok(duration) => {
+                        keep_events_for.insert(event.clone(), duration);
+                    }
+                    Err(error) => self.sink.push(
+                        "bad_duration",
+                        &path.key("keep_for"),
+                        Anchor::Value,
+                        error.to_string(),
+                        Some("write a number and a unit: 15m, 2h, 7d, 2w or 1h30m".into()),
+                    ),
+                }
+            }
+        }
         Some(WorkflowDef {
             name,
             label: self.spec.version.as_ref().map(ToString::to_string),
@@ -305,6 +340,8 @@ impl Checker<'_> {
             description: self.spec.description.clone(),
             inputs: self.spec.inputs.clone(),
             data: self.spec.data.clone(),
+            correlation,
+            keep_events_for,
             start,
             states,
         })

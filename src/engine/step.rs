@@ -83,8 +83,10 @@ pub fn start(
     input: &Json,
     business_key: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<(Json, Transition), Error> {
+) -> Result<Started, Error> {
     let input = normalize_input(def, input)?;
+    let business_key = business_key_of(def, &input, business_key, now)?;
+    let business_key = business_key.as_deref();
     let mut data = serde_json::Map::new();
     for (name, field) in &def.data {
         let value = field
@@ -115,7 +117,60 @@ pub fn start(
     };
     run.enter(&def.start)?;
     let transition = run.finish(true);
-    Ok((input, transition))
+    let business_key = business_key.map(str::to_owned);
+    Ok(Started {
+        input,
+        business_key,
+        transition,
+    })
+}
+
+/// A started instance: its normalised input, its business key and its first transition.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub input: Json,
+    pub business_key: Option<String>,
+    pub transition: Transition,
+}
+
+/// The business key: computed by the workflow's `correlation`, or given by the caller.
+fn business_key_of(
+    def: &WorkflowDef,
+    input: &Json,
+    given: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, Error> {
+    let Some(correlation) = &def.correlation else {
+        return Ok(given.map(str::to_owned));
+    };
+    let instance =
+        json!({"id": null, "state": def.start, "business_key": null, "workflow": def.name});
+    let scope = scope::build(&ScopeParts {
+        inputs: &def.inputs,
+        data_fields: &def.data,
+        input,
+        data: &json!({}),
+        event: &json!({"type": "start", "payload": {}}),
+        instance: &instance,
+        now,
+    });
+    let key = match correlation.eval_json(&scope).map_err(Error::Expression)? {
+        Json::String(text) if !text.is_empty() => text,
+        Json::Number(number) => number.to_string(),
+        other => {
+            return Err(Error::Expression(format!(
+                "`{}` must give a non-empty text or a number, gave {other}",
+                correlation.source
+            )))
+        }
+    };
+    match given {
+        Some(given) if given != key => Err(Error::InvalidInput(vec![InputProblem {
+            field: "business_key".into(),
+            message: format!("`{}` computes the business key from its `correlation` (`{key}` here); leave `business_key` out or send that", def.name),
+        }])),
+        _ => Ok(Some(key)),
+    }
 }
 
 /// Applies one event to an instance.

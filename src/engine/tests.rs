@@ -63,8 +63,9 @@ impl Stored {
 }
 
 fn started(def: &WorkflowDef) -> (Stored, Transition) {
-    let (input, transition) =
-        start(def, "i1", &input(), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let Started {
+        input, transition, ..
+    } = start(def, "i1", &input(), None, now()).unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: transition.state.clone(),
         status: transition.status,
@@ -265,8 +266,11 @@ fn guarded() -> WorkflowDef {
 #[test]
 fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the_state() {
     let def = guarded();
-    let (input, first) =
-        start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let Started {
+        input,
+        transition: first,
+        ..
+    } = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
     let mut stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -295,8 +299,11 @@ fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the
 #[test]
 fn a_self_transition_re_enters_and_re_arms_timers() {
     let def = guarded();
-    let (input, first) =
-        start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let Started {
+        input,
+        transition: first,
+        ..
+    } = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -324,7 +331,7 @@ proptest! {
     #[test]
     fn no_event_sequence_leaves_the_declared_states(choices in proptest::collection::vec(0usize..7, 0..40)) {
         for def in [follow_up(), guarded()] {
-            let (input, first) = start(&def, "p", &input_for(&def), None, now()).unwrap_or_else(|e| panic!("{e}"));
+            let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, now()).unwrap_or_else(|e| panic!("{e}"));
             let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq };
             let mut events: Vec<String> = def.states.values().flat_map(|s| s.on.keys().cloned()).collect();
             events.push("unknown.event".into());

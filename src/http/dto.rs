@@ -28,6 +28,17 @@ pub struct PostEvent {
     pub payload: Json,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub correlation_key: String,
+    #[serde(default)]
+    pub payload: Json,
+    pub message_id: String,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Cancel {

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
-use super::handlers::{health, inbox, instances, workflows};
+use super::handlers::{events, health, inbox, instances, workflows};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -42,6 +42,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/instances/{id}/history", web::get().to(instances::history))
                 .route("/instances/{id}/events", web::post().to(instances::event))
                 .route("/instances/{id}/cancel", web::post().to(instances::cancel))
+                .route("/events", web::post().to(events::publish))
                 .route("/inbox/{party_id}", web::get().to(inbox::list)),
         )
         .default_service(web::to(not_found));

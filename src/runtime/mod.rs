@@ -14,13 +14,16 @@ pub use retry::RetryPolicy;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use chrono::Duration;
 use futures::future::join_all;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
 use crate::engine::{self, Event, SendEffect};
-use crate::store::{self, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, Store};
+use crate::store::{
+    self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, Store,
+};
 use crate::templates::Templates;
 
 /// Why the runtime refused a request. Nothing was changed.
@@ -65,6 +68,27 @@ pub struct StartRequest {
     pub idempotency: Option<(String, String)>,
 }
 
+/// A correlated event from outside.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub event_type: String,
+    pub correlation_key: String,
+    pub payload: serde_json::Value,
+    /// The sender's id of this message: the same id twice is dropped.
+    pub message_id: String,
+}
+
+/// What publishing a correlated event did.
+#[derive(Debug, Clone)]
+pub struct PublishResult {
+    /// The message id was seen before; nothing was done.
+    pub duplicate: bool,
+    /// The instances it was delivered to now.
+    pub delivered_to: Vec<String>,
+    /// Nothing waited for it: kept until then.
+    pub kept_until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// What applying an event did.
 #[derive(Debug, Clone)]
 pub struct EventResult {
@@ -86,6 +110,10 @@ pub struct Runtime {
 }
 
 const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// Rounds of delivering kept events after one change (each delivery may
+/// move an instance into a state that another kept event waits for).
+const MAX_DISPATCH_ROUNDS: usize = 16;
 
 /// Timers fired, or effects executed, at once. Different instances are
 /// independent; two on one instance meet the optimistic revision check.
@@ -229,7 +257,11 @@ impl Runtime {
         };
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
-        let (input, transition) = engine::start(
+        let engine::Started {
+            input,
+            business_key,
+            transition,
+        } = engine::start(
             &def,
             &id,
             &request.input,
@@ -255,7 +287,7 @@ impl Runtime {
                     branch_id: &branch,
                     definition: &row,
                     input: &input,
-                    business_key: request.business_key.as_deref(),
+                    business_key: business_key.as_deref(),
                 },
                 &transition,
                 record.as_ref(),
@@ -266,7 +298,7 @@ impl Runtime {
             Ok(instance) => {
                 tracing::info!(instance.id = %id, workflow.name = %row.name, state = %instance.state, "started instance {id}");
                 self.wake.notify_one();
-                Ok((instance, true))
+                Ok((self.after_commit(instance).await?, true))
             }
             Err(error) => match self.replay_start(tenant_id, &request).await? {
                 // Another request with the same key won the race.
@@ -323,6 +355,24 @@ impl Runtime {
                 });
             }
         }
+        let idempotency = idempotency.map(|(key, hash)| (scope, key, hash));
+        let result = self
+            .apply(tenant_id, instance_id, &event, idempotency.as_ref(), None)
+            .await?;
+        let instance = self.after_commit(result.instance).await?;
+        Ok(EventResult { instance, ..result })
+    }
+
+    /// Steps and commits one event, reloading and retrying when the
+    /// instance changed under us.
+    async fn apply(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        event: &Event,
+        idempotency: Option<&(String, String, String)>,
+        consume: Option<&str>,
+    ) -> Result<EventResult, Error> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self
                 .store
@@ -331,8 +381,8 @@ impl Runtime {
                 .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
             let def = self.definition_by_id(current.definition_id).await?;
             let now = self.now();
-            let transition = step_row(&def, &current, &event, now)?;
-            let record = idempotency.as_ref().map(|(key, hash)| IdempotencyRecord {
+            let transition = step_row(&def, &current, event, now)?;
+            let record = idempotency.map(|(scope, key, hash)| IdempotencyRecord {
                 scope: scope.clone(),
                 key: key.clone(),
                 request_hash: hash.clone(),
@@ -344,11 +394,12 @@ impl Runtime {
                 .into(),
                 status_code: 200,
             });
-            match self
-                .store
-                .commit(&current, &transition, None, record.as_ref(), now)
-                .await
-            {
+            let extras = CommitExtras {
+                fired_timer: None,
+                idempotency: record.as_ref(),
+                consume,
+            };
+            match self.store.commit(&current, &transition, extras, now).await {
                 Ok(()) => {
                     self.wake.notify_one();
                     let instance = self
@@ -367,6 +418,142 @@ impl Runtime {
             }
         }
         Err(Error::Busy)
+    }
+
+    /// Publishes a correlated event: delivered to every active instance
+    /// with that business key whose state handles it, or kept until one
+    /// does (for the type's `keep_for`, 1 h by default). The same
+    /// `message_id` twice is dropped.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn publish(&self, tenant_id: &str, event: Published) -> Result<PublishResult, Error> {
+        let now = self.now();
+        let keep_for = self.keep_for(tenant_id, &event.event_type).await?;
+        let expires_at = now + keep_for;
+        let fresh = self
+            .store
+            .keep_event(
+                tenant_id,
+                &event.message_id,
+                &event.event_type,
+                &event.correlation_key,
+                &event.payload,
+                expires_at,
+                now,
+            )
+            .await?;
+        if !fresh {
+            let stored = self
+                .store
+                .correlated_event(tenant_id, &event.message_id)
+                .await?;
+            return Ok(PublishResult {
+                duplicate: true,
+                delivered_to: stored.and_then(|s| s.delivered_to).into_iter().collect(),
+                kept_until: None,
+            });
+        }
+        let delivered = self.dispatch(tenant_id, &event.correlation_key).await?;
+        let delivered_to: Vec<String> = delivered
+            .into_iter()
+            .filter(|(message_id, _)| message_id == &event.message_id)
+            .map(|(_, instance_id)| instance_id)
+            .collect();
+        Ok(PublishResult {
+            duplicate: false,
+            kept_until: delivered_to.is_empty().then_some(expires_at),
+            delivered_to,
+        })
+    }
+
+    /// How long the tenant's workflows keep an early event of this type.
+    async fn keep_for(&self, tenant_id: &str, event_type: &str) -> Result<Duration, Error> {
+        let mut keep = None;
+        for row in self.store.definitions(tenant_id).await? {
+            if let Ok(def) = self.definition(&row).await {
+                if let Some(duration) = def.keep_events_for.get(event_type) {
+                    keep = Some(keep.map_or(*duration, |k: Duration| k.max(*duration)));
+                }
+            }
+        }
+        Ok(keep.unwrap_or(dsl::DEFAULT_KEEP_EVENTS_FOR))
+    }
+
+    /// Delivers the kept events of a business key to the active instances
+    /// whose state handles them, oldest event first, until nothing more
+    /// can be delivered. Returns `(message_id, instance_id)` pairs.
+    async fn dispatch(
+        &self,
+        tenant_id: &str,
+        correlation_key: &str,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let mut delivered = Vec::new();
+        for _ in 0..MAX_DISPATCH_ROUNDS {
+            let mut progressed = false;
+            for kept in self
+                .store
+                .waiting_events(tenant_id, correlation_key, self.now())
+                .await?
+            {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&kept.payload).unwrap_or_default();
+                let event = Event::Named {
+                    event_type: kept.event_type.clone(),
+                    payload,
+                };
+                let mut consume = Some(kept.message_id.as_str());
+                for instance in self
+                    .store
+                    .active_instances_with_key(tenant_id, correlation_key)
+                    .await?
+                {
+                    let def = self.definition_by_id(instance.definition_id).await?;
+                    if !def.handles(&instance.state, &kept.event_type) {
+                        continue;
+                    }
+                    match self
+                        .apply(tenant_id, &instance.id, &event, None, consume)
+                        .await
+                    {
+                        Ok(_) => {
+                            tracing::info!(instance.id = %instance.id, event.message_id = %kept.message_id, "delivered {} to {}", kept.event_type, instance.id);
+                            delivered.push((kept.message_id.clone(), instance.id.clone()));
+                            consume = None;
+                            progressed = true;
+                        }
+                        // Taken by another node, or the guard does not hold here.
+                        Err(Error::Store(store::Error::Consumed)) => break,
+                        Err(Error::Engine(engine::Error::GuardRejected { .. })) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// After a commit: an instance that has just entered a state may be
+    /// awaited by kept events. Returns the instance as it is now.
+    async fn after_commit(&self, instance: InstanceRow) -> Result<InstanceRow, Error> {
+        let Some(key) = instance.business_key.clone() else {
+            return Ok(instance);
+        };
+        if instance.status != "active" {
+            return Ok(instance);
+        }
+        let delivered = self.dispatch(&instance.tenant_id, &key).await?;
+        if delivered.is_empty() {
+            return Ok(instance);
+        }
+        Ok(self
+            .store
+            .instance(&instance.tenant_id, &instance.id)
+            .await?
+            .unwrap_or(instance))
     }
 
     /// Fires every timer that is due now. Returns how many fired.
@@ -437,11 +624,26 @@ impl Runtime {
             };
             match self
                 .store
-                .commit(&current, &transition, Some(timer.id), None, now)
+                .commit(
+                    &current,
+                    &transition,
+                    CommitExtras {
+                        fired_timer: Some(timer.id),
+                        ..CommitExtras::default()
+                    },
+                    now,
+                )
                 .await
             {
                 Ok(()) => {
                     self.wake.notify_one();
+                    if let Some(row) = self
+                        .store
+                        .instance(&timer.tenant_id, &timer.instance_id)
+                        .await?
+                    {
+                        self.after_commit(row).await?;
+                    }
                     return Ok(());
                 }
                 Err(store::Error::Conflict) => {

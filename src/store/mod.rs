@@ -21,6 +21,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("the row changed under us; retry")]
     Conflict,
+    #[error("the kept event was already delivered")]
+    Consumed,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

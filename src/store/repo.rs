@@ -6,8 +6,8 @@ use sea_orm::{
 };
 
 use super::entities::{
-    api_keys, branches, history, idempotency_keys, inbox_messages, instances, outbox, tenants,
-    timers, workflow_definitions,
+    api_keys, branches, correlated_events, history, idempotency_keys, inbox_messages, instances,
+    outbox, tenants, timers, workflow_definitions,
 };
 use super::{ms, Error, Result, Store};
 use crate::engine::{EffectKind, Transition};
@@ -35,6 +35,20 @@ pub struct IdempotencyRecord {
 
 /// A stored idempotency record.
 pub type StoredIdempotency = idempotency_keys::Model;
+
+/// What else a transition's commit does, atomically with it.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CommitExtras<'a> {
+    /// The timer that fired, deleted in the same transaction.
+    pub fired_timer: Option<i64>,
+    /// The idempotency record of the request.
+    pub idempotency: Option<&'a IdempotencyRecord>,
+    /// A kept correlated event (its message id) this transition consumes.
+    pub consume: Option<&'a str>,
+}
+
+/// A correlated event, kept or delivered.
+pub type CorrelatedEventRow = correlated_events::Model;
 
 /// A new instance to insert with its first transition.
 pub struct NewInstance<'a> {
@@ -334,27 +348,50 @@ impl Store {
     }
 
     /// Commits a transition if the instance is still at `revision`.
-    /// `fired_timer` is deleted in the same transaction: if another node
-    /// already fired it, nothing is written and `Conflict` is returned.
+    /// `extras.fired_timer` is deleted in the same transaction: if another
+    /// node already fired it, nothing is written and `Conflict` is returned.
+    /// `extras.consume` marks a kept correlated event delivered in the same
+    /// transaction: if another instance took it first, `Consumed`.
     ///
     /// # Errors
-    /// `Conflict` when the instance or timer changed; a database error.
+    /// `Conflict` when the instance or timer changed, `Consumed`; a database error.
     pub async fn commit(
         &self,
         current: &InstanceRow,
         transition: &Transition,
-        fired_timer: Option<i64>,
-        idempotency: Option<&IdempotencyRecord>,
+        extras: CommitExtras<'_>,
         now: DateTime<Utc>,
     ) -> Result<()> {
         let txn = self.db.begin().await?;
-        if let Some(timer_id) = fired_timer {
+        if let Some(timer_id) = extras.fired_timer {
             let deleted = timers::Entity::delete_by_id(timer_id).exec(&txn).await?;
             if deleted.rows_affected != 1 {
                 txn.rollback().await?;
                 return Err(Error::Conflict);
             }
         }
+        if let Some(message_id) = extras.consume {
+            let taken = correlated_events::Entity::update_many()
+                .col_expr(correlated_events::Column::Status, Expr::value("delivered"))
+                .col_expr(
+                    correlated_events::Column::DeliveredAtMs,
+                    Expr::value(ms(now)),
+                )
+                .col_expr(
+                    correlated_events::Column::DeliveredTo,
+                    Expr::value(current.id.clone()),
+                )
+                .filter(correlated_events::Column::TenantId.eq(&current.tenant_id))
+                .filter(correlated_events::Column::MessageId.eq(message_id))
+                .filter(correlated_events::Column::Status.eq("pending"))
+                .exec(&txn)
+                .await?;
+            if taken.rows_affected != 1 {
+                txn.rollback().await?;
+                return Err(Error::Consumed);
+            }
+        }
+        let idempotency = extras.idempotency;
         let history_len =
             current.history_len + i64::try_from(transition.history.len()).unwrap_or(0);
         let mut update = instances::Entity::update_many()
@@ -715,6 +752,102 @@ impl Store {
             .filter(inbox_messages::Column::PartyId.eq(party_id))
             .order_by_desc(inbox_messages::Column::Id)
             .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    // ---- correlated events ---------------------------------------------------
+
+    /// Keeps a correlated event as pending until `expires_at`. Returns false
+    /// when its message id was seen before (the event is then dropped).
+    ///
+    /// # Errors
+    /// A database error.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn keep_event(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+        event_type: &str,
+        correlation_key: &str,
+        payload: &serde_json::Value,
+        expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let inserted = correlated_events::Entity::insert(correlated_events::ActiveModel {
+            tenant_id: Set(tenant_id.to_owned()),
+            message_id: Set(message_id.to_owned()),
+            event_type: Set(event_type.to_owned()),
+            correlation_key: Set(correlation_key.to_owned()),
+            payload: Set(payload.to_string()),
+            status: Set("pending".to_owned()),
+            expires_at_ms: Set(ms(expires_at)),
+            created_at_ms: Set(ms(now)),
+            delivered_at_ms: Set(None),
+            delivered_to: Set(None),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                correlated_events::Column::TenantId,
+                correlated_events::Column::MessageId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&self.db)
+        .await?;
+        Ok(inserted == 1)
+    }
+
+    /// # Errors
+    /// A database error.
+    pub async fn correlated_event(
+        &self,
+        tenant_id: &str,
+        message_id: &str,
+    ) -> Result<Option<CorrelatedEventRow>> {
+        Ok(
+            correlated_events::Entity::find_by_id((tenant_id.to_owned(), message_id.to_owned()))
+                .one(&self.db)
+                .await?,
+        )
+    }
+
+    /// Kept events for a business key that have not expired, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn waiting_events(
+        &self,
+        tenant_id: &str,
+        correlation_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<CorrelatedEventRow>> {
+        Ok(correlated_events::Entity::find()
+            .filter(correlated_events::Column::TenantId.eq(tenant_id))
+            .filter(correlated_events::Column::CorrelationKey.eq(correlation_key))
+            .filter(correlated_events::Column::Status.eq("pending"))
+            .filter(correlated_events::Column::ExpiresAtMs.gt(ms(now)))
+            .order_by_asc(correlated_events::Column::CreatedAtMs)
+            .order_by_asc(correlated_events::Column::MessageId)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// Active instances of a tenant with this business key.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn active_instances_with_key(
+        &self,
+        tenant_id: &str,
+        business_key: &str,
+    ) -> Result<Vec<InstanceRow>> {
+        Ok(instances::Entity::find()
+            .filter(instances::Column::TenantId.eq(tenant_id))
+            .filter(instances::Column::BusinessKey.eq(business_key))
+            .filter(instances::Column::Status.eq("active"))
+            .order_by_asc(instances::Column::Id)
             .all(&self.db)
             .await?)
     }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod cli;
+mod correlation;
 mod dsl_fixtures;
 mod follow_up;
 mod instances;
