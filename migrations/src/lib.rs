@@ -6,6 +6,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_create_core_tables;
 mod m20261123_000002_add_claim_leases;
 mod m20261123_000003_create_correlated_events;
+mod m20261123_000004_create_incidents;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_create_core_tables::Migration),
             Box::new(m20261123_000002_add_claim_leases::Migration),
             Box::new(m20261123_000003_create_correlated_events::Migration),
+            Box::new(m20261123_000004_create_incidents::Migration),
         ]
     }
 }

@@ -4,7 +4,9 @@
 mod duration;
 mod money;
 mod party;
+mod retry;
 
 pub use duration::{parse_duration, DurationError};
 pub use money::{Money, MoneyError};
 pub use party::Party;
+pub use retry::RetryPolicy;

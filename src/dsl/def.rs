@@ -91,6 +91,8 @@ pub struct SendAction {
     pub template: String,
     pub channels: Vec<Channel>,
     pub purpose: Option<String>,
+    /// The retry policy written in the file, if any (else the runtime's default).
+    pub retry: Option<crate::domain::RetryPolicy>,
 }
 
 /// How long an early correlated event is kept unless the workflow says otherwise.

@@ -356,6 +356,29 @@ pub struct SendSpec {
     /// Why the message is sent (`reminder`, `transactional`), for consent and quotas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub purpose: Option<String>,
+    /// How a failed delivery is retried; defaults: 5 attempts, 1s doubling up to 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// `retry: { max_attempts: 3, initial: 10s, max: 10m, multiplier: 2 }`;
+/// every field optional. When the attempts run out the flow gets
+/// `action.failed`; a state that does not handle it opens an incident.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 to 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// The wait before the second attempt: a duration literal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
+    /// The longest wait between attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<String>,
+    /// Each wait is the previous one times this (1 to 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiplier: Option<u32>,
 }
 
 /// Schema for the whole file, with the `$schema` header editors use.

@@ -12,11 +12,11 @@ use super::def::{
 use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
 use super::model::{
-    ActionSpec, FieldSpec, Handlers, SendSpec, StateSpec, TimerSpec, TransitionSpec, ValueType,
-    WorkflowFile,
+    ActionSpec, FieldSpec, Handlers, RetrySpec, SendSpec, StateSpec, TimerSpec, TransitionSpec,
+    ValueType, WorkflowFile,
 };
 use super::yaml::{self, Seg, YamlPath};
-use crate::domain::{parse_duration, Money, Party};
+use crate::domain::{parse_duration, Money, Party, RetryPolicy};
 
 /// What a workflow may refer to outside itself: the templates that exist.
 #[derive(Debug, Clone, Default)]
@@ -737,12 +737,86 @@ impl Checker<'_> {
         if channels.is_empty() {
             channels.push(Channel::Inbox);
         }
+        let retry = spec
+            .retry
+            .as_ref()
+            .map(|retry| self.check_retry(retry, &path.key("retry")));
+        let retry = match retry {
+            Some(None) => return None,
+            Some(Some(policy)) => Some(policy),
+            None => None,
+        };
         ok.then(|| SendAction {
             to: spec.to.clone(),
             template: spec.template.clone(),
             channels,
             purpose: spec.purpose.clone(),
+            retry,
         })
+    }
+
+    fn check_retry(&mut self, spec: &RetrySpec, path: &YamlPath) -> Option<RetryPolicy> {
+        let mut policy = RetryPolicy::default();
+        let mut ok = true;
+        if let Some(attempts) = spec.max_attempts {
+            if (1..=100).contains(&attempts) {
+                policy.max_attempts = attempts;
+            } else {
+                ok = false;
+                self.sink.push(
+                    "invalid_value",
+                    &path.key("max_attempts"),
+                    Anchor::Value,
+                    format!("`max_attempts` is {attempts}; it must be 1 to 100"),
+                    Some("1 means no retry".into()),
+                );
+            }
+        }
+        if let Some(multiplier) = spec.multiplier {
+            if (1..=10).contains(&multiplier) {
+                policy.multiplier = multiplier;
+            } else {
+                ok = false;
+                self.sink.push(
+                    "invalid_value",
+                    &path.key("multiplier"),
+                    Anchor::Value,
+                    format!("`multiplier` is {multiplier}; it must be 1 to 10"),
+                    Some("1 keeps the wait constant, 2 doubles it".into()),
+                );
+            }
+        }
+        for (field, value, slot) in [
+            ("initial", &spec.initial, &mut policy.initial),
+            ("max", &spec.max, &mut policy.max),
+        ] {
+            if let Some(text) = value {
+                match parse_duration(text) {
+                    Ok(duration) => *slot = duration,
+                    Err(error) => {
+                        ok = false;
+                        self.sink.push(
+                            "bad_duration",
+                            &path.key(field),
+                            Anchor::Value,
+                            error.to_string(),
+                            Some("write a number and a unit: 15m, 2h, 7d, 2w or 1h30m".into()),
+                        );
+                    }
+                }
+            }
+        }
+        if ok && policy.initial > policy.max {
+            ok = false;
+            self.sink.push(
+                "invalid_value",
+                path,
+                Anchor::Value,
+                "`initial` is longer than `max`",
+                Some("make `max` at least `initial`".into()),
+            );
+        }
+        ok.then_some(policy)
     }
 
     fn check_expr(&mut self, source: &str, path: &YamlPath) -> Option<Expr> {

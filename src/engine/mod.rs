@@ -139,6 +139,9 @@ pub struct SendEffect {
     pub purpose: Option<String>,
     /// What the template sees: inputs, data, instance, party.
     pub context: serde_json::Value,
+    /// The retry policy of the action, when the file sets one.
+    #[serde(default)]
+    pub retry: Option<crate::domain::RetryPolicy>,
 }
 
 #[cfg(test)]

@@ -100,6 +100,14 @@ impl From<runtime::Error> for ApiError {
                 "idempotency_key_reused",
                 "this Idempotency-Key was already used with a different request body",
             ),
+            R::IncidentNotFound(id) => {
+                ApiError::not_found("incident_not_found", format!("there is no incident {id}"))
+            }
+            R::IncidentNotOpen(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "incident_not_open",
+                format!("incident {id} is not open; only open incidents are retried"),
+            ),
             R::Busy => ApiError::new(
                 StatusCode::CONFLICT,
                 "instance_busy",

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
-use super::handlers::{events, health, inbox, instances, workflows};
+use super::handlers::{events, health, inbox, incidents, instances, workflows};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -43,6 +43,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/instances/{id}/events", web::post().to(instances::event))
                 .route("/instances/{id}/cancel", web::post().to(instances::cancel))
                 .route("/events", web::post().to(events::publish))
+                .route("/incidents", web::get().to(incidents::list))
+                .route("/incidents/{id}/retry", web::post().to(incidents::retry))
                 .route("/inbox/{party_id}", web::get().to(inbox::list)),
         )
         .default_service(web::to(not_found));

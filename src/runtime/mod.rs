@@ -6,10 +6,9 @@
 //! calls it, and so do the CLI and the tests.
 
 mod clock;
-mod retry;
 
+pub use crate::domain::RetryPolicy;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use retry::RetryPolicy;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -43,6 +42,10 @@ pub enum Error {
     IdempotencyMismatch,
     #[error("the instance kept changing; try again")]
     Busy,
+    #[error("there is no incident {0}")]
+    IncidentNotFound(i64),
+    #[error("incident {0} is not open")]
+    IncidentNotOpen(i64),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -110,6 +113,9 @@ pub struct Runtime {
 }
 
 const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// The event a flow receives when an action's effect failed for good.
+pub const ACTION_FAILED: &str = "action.failed";
 
 /// Rounds of delivering kept events after one change (each delivery may
 /// move an instance into a state that another kept event waits for).
@@ -681,32 +687,93 @@ impl Runtime {
 
     async fn execute(&self, row: &store::OutboxRow) -> Result<bool, Error> {
         let now = self.now();
+        let mut policy = self.retry;
         let outcome = match row.kind.as_str() {
             "send" => match serde_json::from_str::<SendEffect>(&row.payload) {
-                Ok(send) => self.deliver(row, &send).await,
+                Ok(send) => {
+                    policy = send.retry.unwrap_or(policy);
+                    self.deliver(row, &send).await
+                }
                 Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
             },
             other => Err(Failure::Permanent(format!("unknown effect kind `{other}`"))),
         };
-        match outcome {
-            Ok(()) => Ok(true),
+        let (message, retry_at) = match outcome {
+            Ok(()) => return Ok(true),
             Err(Failure::Transient(message)) => {
                 let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
-                let retry_at = self.retry.delay(attempts).map(|d| now + d);
-                tracing::warn!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed: {message}", row.effect_key);
-                self.store
-                    .outbox_attempt_failed(row, &message, retry_at, now)
-                    .await?;
-                Ok(false)
+                let retry_at = policy.delay(attempts).map(|d| now + d);
+                (message, retry_at)
             }
-            Err(Failure::Permanent(message)) => {
+            // Retrying cannot help: no further attempt.
+            Err(Failure::Permanent(message)) => (message, None),
+        };
+        self.store
+            .outbox_attempt_failed(row, &message, retry_at, now)
+            .await?;
+        match retry_at {
+            Some(at) => {
+                tracing::warn!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed, retrying at {at}: {message}", row.effect_key);
+            }
+            None => {
                 tracing::error!(outbox.id = row.id, instance.id = %row.instance_id, "effect {} failed for good: {message}", row.effect_key);
-                self.store
-                    .outbox_attempt_failed(row, &message, None, now)
-                    .await?;
-                Ok(false)
+                self.effect_failed(row, &message).await?;
             }
         }
+        Ok(false)
+    }
+
+    /// An effect failed for good: the flow gets `action.failed`; when its
+    /// state does not handle it (or the instance is over), an incident opens.
+    async fn effect_failed(&self, row: &store::OutboxRow, message: &str) -> Result<(), Error> {
+        let event = Event::Named {
+            event_type: ACTION_FAILED.into(),
+            payload: json!({"action": row.kind, "key": row.effect_key, "error": message}),
+        };
+        let handled = match self
+            .apply(&row.tenant_id, &row.instance_id, &event, None, None)
+            .await
+        {
+            Ok(result) => {
+                if result.applied {
+                    self.after_commit(result.instance).await?;
+                }
+                result.applied
+            }
+            Err(Error::Engine(
+                engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
+            )) => false,
+            Err(error) => return Err(error),
+        };
+        if !handled {
+            let incident = self.store.open_incident(row, message, self.now()).await?;
+            tracing::error!(incident.id = incident.id, instance.id = %row.instance_id, "incident {} opened", incident.id);
+        }
+        Ok(())
+    }
+
+    /// Retries an open incident's effect with fresh attempts.
+    ///
+    /// # Errors
+    /// `IncidentNotFound`, `IncidentNotOpen`, or a store error.
+    pub async fn retry_incident(
+        &self,
+        tenant_id: &str,
+        id: i64,
+    ) -> Result<store::IncidentRow, Error> {
+        let incident = self
+            .store
+            .incident(tenant_id, id)
+            .await?
+            .ok_or(Error::IncidentNotFound(id))?;
+        if !self.store.retry_incident(&incident, self.now()).await? {
+            return Err(Error::IncidentNotOpen(id));
+        }
+        self.wake.notify_one();
+        self.store
+            .incident(tenant_id, id)
+            .await?
+            .ok_or(Error::IncidentNotFound(id))
     }
 
     async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {

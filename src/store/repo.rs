@@ -6,8 +6,8 @@ use sea_orm::{
 };
 
 use super::entities::{
-    api_keys, branches, correlated_events, history, idempotency_keys, inbox_messages, instances,
-    outbox, tenants, timers, workflow_definitions,
+    api_keys, branches, correlated_events, history, idempotency_keys, inbox_messages, incidents,
+    instances, outbox, tenants, timers, workflow_definitions,
 };
 use super::{ms, Error, Result, Store};
 use crate::engine::{EffectKind, Transition};
@@ -46,6 +46,9 @@ pub struct CommitExtras<'a> {
     /// A kept correlated event (its message id) this transition consumes.
     pub consume: Option<&'a str>,
 }
+
+/// An incident: an effect that failed for good.
+pub type IncidentRow = incidents::Model;
 
 /// A correlated event, kept or delivered.
 pub type CorrelatedEventRow = correlated_events::Model;
@@ -754,6 +757,116 @@ impl Store {
             .limit(limit)
             .all(&self.db)
             .await?)
+    }
+
+    // ---- incidents -------------------------------------------------------------
+
+    /// Opens an incident for a failed effect and records it in the instance's history.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn open_incident(
+        &self,
+        row: &OutboxRow,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentRow> {
+        let txn = self.db.begin().await?;
+        let incident = incidents::Entity::insert(incidents::ActiveModel {
+            tenant_id: Set(row.tenant_id.clone()),
+            instance_id: Set(row.instance_id.clone()),
+            effect_key: Set(row.effect_key.clone()),
+            kind: Set(row.kind.clone()),
+            error: Set(error.to_owned()),
+            status: Set("open".to_owned()),
+            created_at_ms: Set(ms(now)),
+            resolved_at_ms: Set(None),
+            ..Default::default()
+        })
+        .exec_with_returning(&txn)
+        .await?;
+        append_history(
+            &txn,
+            &row.instance_id,
+            "incident_opened",
+            &serde_json::json!({"incident": incident.id, "effect": row.kind, "key": row.effect_key, "error": error}),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(incident)
+    }
+
+    /// A tenant's incidents, newest first; `status` filters (`open`, `retried`).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn incidents(
+        &self,
+        tenant_id: &str,
+        status: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<IncidentRow>> {
+        let mut query = incidents::Entity::find().filter(incidents::Column::TenantId.eq(tenant_id));
+        if let Some(status) = status {
+            query = query.filter(incidents::Column::Status.eq(status));
+        }
+        Ok(query
+            .order_by_desc(incidents::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?)
+    }
+
+    /// # Errors
+    /// A database error.
+    pub async fn incident(&self, tenant_id: &str, id: i64) -> Result<Option<IncidentRow>> {
+        Ok(incidents::Entity::find_by_id(id)
+            .filter(incidents::Column::TenantId.eq(tenant_id))
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Puts an open incident's effect back in the outbox, with fresh
+    /// attempts, and marks the incident retried. False when it was not open.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn retry_incident(&self, incident: &IncidentRow, now: DateTime<Utc>) -> Result<bool> {
+        let txn = self.db.begin().await?;
+        let marked = incidents::Entity::update_many()
+            .col_expr(incidents::Column::Status, Expr::value("retried"))
+            .col_expr(incidents::Column::ResolvedAtMs, Expr::value(ms(now)))
+            .filter(incidents::Column::Id.eq(incident.id))
+            .filter(incidents::Column::Status.eq("open"))
+            .exec(&txn)
+            .await?;
+        if marked.rows_affected != 1 {
+            txn.rollback().await?;
+            return Ok(false);
+        }
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, Expr::value("pending"))
+            .col_expr(outbox::Column::Attempts, Expr::value(0))
+            .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(now)))
+            .col_expr(
+                outbox::Column::LockedUntilMs,
+                Expr::value(Option::<i64>::None),
+            )
+            .col_expr(outbox::Column::DoneAtMs, Expr::value(Option::<i64>::None))
+            .filter(outbox::Column::EffectKey.eq(&incident.effect_key))
+            .exec(&txn)
+            .await?;
+        append_history(
+            &txn,
+            &incident.instance_id,
+            "incident_retried",
+            &serde_json::json!({"incident": incident.id, "key": incident.effect_key}),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
     // ---- correlated events ---------------------------------------------------

@@ -71,6 +71,11 @@ pub fn start_time() -> chrono::DateTime<Utc> {
 pub fn runtime_on(store: Store, clock: Arc<ManualClock>) -> Arc<Runtime> {
     let templates =
         Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
+    runtime_with(store, clock, templates)
+}
+
+/// A runtime with the given templates (to make a delivery fail, then not).
+pub fn runtime_with(store: Store, clock: Arc<ManualClock>, templates: Templates) -> Arc<Runtime> {
     Arc::new(Runtime::new(Options {
         store,
         clock,

@@ -8,5 +8,6 @@ mod cli;
 mod correlation;
 mod dsl_fixtures;
 mod follow_up;
+mod incidents;
 mod instances;
 mod nodes;

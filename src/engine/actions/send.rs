@@ -39,6 +39,7 @@ pub fn run(action: &SendAction, context: &mut ActionContext<'_>) -> Result<(), E
             channels: action.channels.clone(),
             purpose: action.purpose.clone(),
             context: template_context,
+            retry: action.retry,
         }),
     });
     Ok(())

@@ -3,6 +3,7 @@
 pub mod events;
 pub mod health;
 pub mod inbox;
+pub mod incidents;
 pub mod instances;
 pub mod workflows;
 

@@ -6,6 +6,7 @@ pub mod correlated_events;
 pub mod history;
 pub mod idempotency_keys;
 pub mod inbox_messages;
+pub mod incidents;
 pub mod instances;
 pub mod outbox;
 pub mod tenants;

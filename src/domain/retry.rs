@@ -1,8 +1,11 @@
 use chrono::Duration;
+use serde::{Deserialize, Serialize};
 
 /// How often and how far apart an effect is retried. Data, with a pure
-/// `delay` function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `delay` function; written in the DSL as
+/// `retry: { max_attempts: 5, initial: 1s, max: 5m, multiplier: 2 }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "RetryData", from = "RetryData")]
 pub struct RetryPolicy {
     pub max_attempts: u32,
     pub initial: Duration,
@@ -17,6 +20,37 @@ impl Default for RetryPolicy {
             initial: Duration::seconds(1),
             max: Duration::minutes(5),
             multiplier: 2,
+        }
+    }
+}
+
+/// The stored form, in milliseconds.
+#[derive(Serialize, Deserialize)]
+struct RetryData {
+    max_attempts: u32,
+    initial_ms: i64,
+    max_ms: i64,
+    multiplier: u32,
+}
+
+impl From<RetryPolicy> for RetryData {
+    fn from(policy: RetryPolicy) -> RetryData {
+        RetryData {
+            max_attempts: policy.max_attempts,
+            initial_ms: policy.initial.num_milliseconds(),
+            max_ms: policy.max.num_milliseconds(),
+            multiplier: policy.multiplier,
+        }
+    }
+}
+
+impl From<RetryData> for RetryPolicy {
+    fn from(data: RetryData) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: data.max_attempts,
+            initial: Duration::milliseconds(data.initial_ms),
+            max: Duration::milliseconds(data.max_ms),
+            multiplier: data.multiplier,
         }
     }
 }
