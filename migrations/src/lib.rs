@@ -7,6 +7,7 @@ mod m20261123_000001_create_core_tables;
 mod m20261123_000002_add_claim_leases;
 mod m20261123_000003_create_correlated_events;
 mod m20261123_000004_create_incidents;
+mod m20261123_000005_create_schedules;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_add_claim_leases::Migration),
             Box::new(m20261123_000003_create_correlated_events::Migration),
             Box::new(m20261123_000004_create_incidents::Migration),
+            Box::new(m20261123_000005_create_schedules::Migration),
         ]
     }
 }

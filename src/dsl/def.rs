@@ -19,6 +19,7 @@ pub struct WorkflowDef {
     pub correlation: Option<Expr>,
     /// How long each event type is kept when it arrives early.
     pub keep_events_for: IndexMap<String, Duration>,
+    pub schedules: Vec<ScheduleDef>,
     pub start: String,
     pub states: IndexMap<String, StateDef>,
 }
@@ -45,6 +46,16 @@ pub struct TransitionDef {
 pub enum Due {
     After(Duration),
     At(Expr),
+    /// Fires at each time of a cron expression, re-armed after each firing.
+    Every(Box<super::CronSpec>),
+}
+
+/// A schedule that starts instances.
+#[derive(Debug, Clone)]
+pub struct ScheduleDef {
+    pub cron: super::CronSpec,
+    /// The (checked, normalised) input of each started instance.
+    pub input: serde_json::Value,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +141,7 @@ impl WorkflowDef {
                     let label = match &timer.due {
                         Due::After(duration) => format!("after {}", super::graph::human(*duration)),
                         Due::At(expr) => format!("at {}", expr.source),
+                        Due::Every(cron) => format!("every {}", cron.source),
                     };
                     edges.push((name.as_str(), label, target.as_str()));
                 }

@@ -3,6 +3,7 @@
 //! graph. Does no IO and knows nothing of storage, HTTP or time: callers
 //! hand it the source text and a `Catalog` of the templates that exist.
 
+mod cron;
 mod def;
 mod diagnostic;
 pub mod expr;
@@ -11,9 +12,10 @@ mod model;
 mod validate;
 pub mod yaml;
 
+pub use cron::CronSpec;
 pub use def::{
-    Action, Channel, Due, SendAction, SetAction, StateDef, TimerDef, TransitionDef, WorkflowDef,
-    DEFAULT_KEEP_EVENTS_FOR,
+    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StateDef, TimerDef, TransitionDef,
+    WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};

@@ -41,6 +41,9 @@ pub struct WorkflowFile {
     /// instance waits for it is kept.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub events: IndexMap<String, EventSpec>,
+    /// Schedules that start instances: `- { cron: "0 0 8 * * *", input: {…} }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<ScheduleSpec>,
     /// The state every instance starts in.
     pub start: Option<String>,
     /// The states, by name.
@@ -63,6 +66,23 @@ impl fmt::Display for VersionLabel {
             VersionLabel::Number(number) => write!(f, "{number}"),
         }
     }
+}
+
+/// A schedule that starts an instance at every time its cron expression
+/// names. Redeploying the workflow replaces its schedules.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    /// `sec min hour day month weekday [year]`: `0 0 8 * * *` is 08:00 daily.
+    pub cron: String,
+    /// An IANA time zone; default Asia/Shanghai.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// The input of each started instance, checked against `inputs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// Settings of one event type.
@@ -322,6 +342,13 @@ pub struct TimerSpec {
     /// A CEL expression giving a timestamp, e.g. `visit_ended_at + days(7)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
+    /// A cron expression: the timer fires at each of its times while the
+    /// state lasts (`0 0 9 * * *`: 09:00 every day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+    /// The time zone of `every`; default Asia/Shanghai.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
     /// The state to go to when the timer fires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goto: Option<String>,

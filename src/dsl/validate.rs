@@ -6,8 +6,10 @@ use std::collections::{BTreeSet, VecDeque};
 use chrono::DateTime;
 use indexmap::IndexMap;
 
+use super::cron::CronSpec;
 use super::def::{
-    Action, Channel, Due, SendAction, SetAction, StateDef, TimerDef, TransitionDef, WorkflowDef,
+    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StateDef, TimerDef, TransitionDef,
+    WorkflowDef,
 };
 use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
@@ -333,6 +335,7 @@ impl Checker<'_> {
                 }
             }
         }
+        let schedules = self.check_schedules();
         Some(WorkflowDef {
             name,
             label: self.spec.version.as_ref().map(ToString::to_string),
@@ -342,6 +345,7 @@ impl Checker<'_> {
             data: self.spec.data.clone(),
             correlation,
             keep_events_for,
+            schedules,
             start,
             states,
         })
@@ -575,10 +579,27 @@ impl Checker<'_> {
             );
         }
         let actions = self.check_actions(&spec.actions, &path.key("actions"));
-        let due = match (&spec.after, &spec.at) {
-            (Some(after), None) => match parse_duration(after) {
-                Ok(duration) => Some(Due::After(duration)),
-                Err(error) => {
+        let given: Vec<&str> = [
+            spec.after.as_ref().map(|_| "after"),
+            spec.at.as_ref().map(|_| "at"),
+            spec.every.as_ref().map(|_| "every"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if spec.time_zone.is_some() && spec.every.is_none() {
+            self.sink.push(
+                "timer_due",
+                &path.key("time_zone"),
+                Anchor::Key,
+                "`time_zone` only applies to `every`",
+                Some("for `at`, pass the zone to local_time(…)".into()),
+            );
+        }
+        let due = match given.as_slice() {
+            ["after"] => match spec.after.as_deref().map(parse_duration) {
+                Some(Ok(duration)) => Some(Due::After(duration)),
+                Some(Err(error)) => {
                     self.sink.push(
                         "bad_duration",
                         &path.key("after"),
@@ -588,25 +609,37 @@ impl Checker<'_> {
                     );
                     None
                 }
+                None => None,
             },
-            (None, Some(at)) => self.check_expr(at, &path.key("at")).map(Due::At),
-            (Some(_), Some(_)) => {
-                self.sink.push(
-                    "timer_due",
-                    &path.key("at"),
-                    Anchor::Key,
-                    "a timer takes either `after` or `at`, not both",
-                    Some("keep `after` for a delay from entry, or `at` for a computed time".into()),
-                );
-                None
-            }
-            (None, None) => {
+            ["at"] => spec
+                .at
+                .as_deref()
+                .and_then(|at| self.check_expr(at, &path.key("at")))
+                .map(Due::At),
+            [_] => spec
+                .every
+                .as_deref()
+                .and_then(|every| {
+                    self.check_cron(every, spec.time_zone.as_deref(), &path.key("every"))
+                })
+                .map(|cron| Due::Every(Box::new(cron))),
+            [] => {
                 self.sink.push(
                     "timer_due",
                     path,
                     Anchor::Value,
-                    "a timer needs `after: <duration>` or `at: <expression>`",
+                    "a timer needs `after: <duration>`, `at: <expression>` or `every: <cron>`",
                     Some("for example `after: 7d`".into()),
+                );
+                None
+            }
+            [_, second, ..] => {
+                self.sink.push(
+                    "timer_due",
+                    &path.key(second),
+                    Anchor::Key,
+                    format!("a timer takes one of `after`, `at` and `every`; this one has `{}`", given.join("` and `")),
+                    Some("keep `after` for a delay from entry, `at` for a computed time, `every` for a repeating one".into()),
                 );
                 None
             }
@@ -616,6 +649,124 @@ impl Checker<'_> {
             goto: spec.goto.clone(),
             actions,
         })
+    }
+
+    fn check_cron(
+        &mut self,
+        source: &str,
+        zone: Option<&str>,
+        path: &YamlPath,
+    ) -> Option<CronSpec> {
+        match CronSpec::parse(source, zone) {
+            Ok(cron) => Some(cron),
+            Err((code, message)) => {
+                let (at, hint) = if code == "bad_time_zone" {
+                    (
+                        path.parent()
+                            .map(|p| p.key("time_zone"))
+                            .unwrap_or_else(|| path.clone()),
+                        "use an IANA name such as Asia/Shanghai or Asia/Hong_Kong",
+                    )
+                } else if code == "cron_never_fires" {
+                    (
+                        path.clone(),
+                        "check the day and month: this date does not occur",
+                    )
+                } else {
+                    (
+                        path.clone(),
+                        "six fields: second minute hour day-of-month month day-of-week",
+                    )
+                };
+                self.sink
+                    .push(code, &at, Anchor::Value, message, Some(hint.into()));
+                None
+            }
+        }
+    }
+
+    fn check_schedules(&mut self) -> Vec<ScheduleDef> {
+        let mut out = Vec::new();
+        for (i, spec) in self.spec.schedules.iter().enumerate() {
+            let path = YamlPath::root().key("schedules").index(i);
+            let cron = self.check_cron(&spec.cron, spec.time_zone.as_deref(), &path.key("cron"));
+            let input = self.check_schedule_input(spec.input.as_ref(), &path.key("input"));
+            if let (Some(cron), Some(input)) = (cron, input) {
+                out.push(ScheduleDef { cron, input });
+            }
+        }
+        out
+    }
+
+    /// A schedule's input, checked and normalised like a start request's.
+    fn check_schedule_input(
+        &mut self,
+        input: Option<&serde_json::Value>,
+        path: &YamlPath,
+    ) -> Option<serde_json::Value> {
+        let empty = serde_json::Map::new();
+        let given = match input {
+            None => &empty,
+            Some(serde_json::Value::Object(map)) => map,
+            Some(_) => {
+                self.sink.push(
+                    "invalid_type",
+                    path,
+                    Anchor::Value,
+                    "a schedule's `input` is a map of input names to values",
+                    Some("for example `input: { department: 心内科 }`".into()),
+                );
+                return None;
+            }
+        };
+        let mut ok = true;
+        let mut out = serde_json::Map::new();
+        for name in given.keys() {
+            if !self.spec.inputs.contains_key(name) {
+                ok = false;
+                self.sink.push(
+                    "undeclared_reference",
+                    &path.key(name),
+                    Anchor::Key,
+                    format!("`{name}` is not an input"),
+                    Some("schedule inputs must be declared under `inputs:`".into()),
+                );
+            }
+        }
+        for (name, field) in &self.spec.inputs {
+            let value = match (given.get(name), &field.default) {
+                (Some(value), _) => value,
+                (None, Some(default)) => default,
+                (None, None) if field.optional => continue,
+                (None, None) => {
+                    ok = false;
+                    self.sink.push(
+                        "missing_field",
+                        path,
+                        Anchor::Value,
+                        format!("the schedule gives no `{name}`, which has no default"),
+                        Some(format!("add `{name}` to the schedule's `input`")),
+                    );
+                    continue;
+                }
+            };
+            match check_value(field, value) {
+                Ok(normal) => {
+                    out.insert(name.clone(), normal);
+                }
+                Err((code, message)) => {
+                    ok = false;
+                    self.sink.push(
+                        code,
+                        &path.key(name),
+                        Anchor::Value,
+                        message,
+                        Some(example_of(field.ty).into()),
+                    );
+                }
+            }
+        }
+        ok.then_some(serde_json::Value::Object(out))
     }
 
     fn check_actions(&mut self, specs: &[ActionSpec], path: &YamlPath) -> Vec<Action> {

@@ -264,6 +264,20 @@ pub fn step(
                     });
                     let site = format!("timer.{index}");
                     run.take(timer.goto.as_deref(), &timer.actions, &site)?;
+                    // A repeating timer of a state the instance stays in is re-armed.
+                    if let (Due::Every(cron), None) = (&timer.due, &timer.goto) {
+                        if let Some(due_at) = cron.next_after(now) {
+                            run.history.push(HistoryEntry {
+                                kind: "timer_set",
+                                detail: json!({"state": instance.state, "index": index, "due_at": due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+                            });
+                            run.timers.push(TimerSet {
+                                entry_seq: instance.entry_seq,
+                                index: *index,
+                                due_at,
+                            });
+                        }
+                    }
                 }
                 _ => {
                     run.history.push(HistoryEntry {
@@ -379,6 +393,11 @@ impl Run<'_> {
             let due_at = match &timer.due {
                 Due::After(duration) => self.now + *duration,
                 Due::At(expr) => expr.eval_time(&scope).map_err(Error::Expression)?,
+                // Validation refused cron expressions that never fire.
+                Due::Every(cron) => match cron.next_after(self.now) {
+                    Some(next) => next,
+                    None => continue,
+                },
             };
             self.history.push(HistoryEntry {
                 kind: "timer_set",

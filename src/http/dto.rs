@@ -119,6 +119,16 @@ pub struct WorkflowDetail {
     pub deployed_at: String,
     pub source: String,
     pub versions: Vec<WorkflowVersion>,
+    /// The cron schedules that start instances of this workflow.
+    pub schedules: Vec<Schedule>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Schedule {
+    pub cron: String,
+    pub time_zone: String,
+    pub next_fire_at: String,
+    pub version: i32,
 }
 
 #[derive(Debug, Serialize)]

@@ -21,7 +21,8 @@ use tokio::sync::{watch, Notify};
 use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
 use crate::engine::{self, Event, SendEffect};
 use crate::store::{
-    self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, Store,
+    self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
+    Store,
 };
 use crate::templates::Templates;
 
@@ -184,10 +185,94 @@ impl Runtime {
                 self.now(),
             )
             .await?;
+        if created {
+            // A new version replaces the workflow's schedules; the same
+            // content again leaves them as they are.
+            let now = self.now();
+            let schedules: Vec<NewSchedule> = def
+                .schedules
+                .iter()
+                .enumerate()
+                .filter_map(|(index, schedule)| {
+                    schedule
+                        .cron
+                        .next_after(now)
+                        .map(|next_fire_at| NewSchedule {
+                            index,
+                            cron: schedule.cron.source.clone(),
+                            time_zone: schedule.cron.zone.name().to_owned(),
+                            next_fire_at,
+                        })
+                })
+                .collect();
+            self.store
+                .replace_schedules(tenant_id, &row, &schedules, now)
+                .await?;
+        }
         if let Ok(mut cache) = self.definitions.write() {
             cache.insert(row.id, Arc::new(def));
         }
         Ok((row, created))
+    }
+
+    /// Starts an instance for every schedule that is due. Returns how many started.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn fire_due_schedules(&self) -> Result<usize, Error> {
+        let due = self
+            .store
+            .claim_due_schedules(self.now(), LEASE, BATCH)
+            .await?;
+        let mut started = 0;
+        for schedule in due {
+            match self.fire_schedule(&schedule).await {
+                Ok(created) => started += usize::from(created),
+                Err(error) => {
+                    tracing::warn!(schedule.id = schedule.id, workflow.name = %schedule.workflow, "schedule {} failed: {error}", schedule.id);
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Starts the instance of one due schedule, once: the start carries an
+    /// idempotency key made of the schedule and its due time, so a process
+    /// that dies between the start and moving the schedule on does not
+    /// start it twice.
+    async fn fire_schedule(&self, schedule: &store::ScheduleRow) -> Result<bool, Error> {
+        let def = self.definition_by_id(schedule.definition_id).await?;
+        let index = usize::try_from(schedule.schedule_index).unwrap_or(usize::MAX);
+        let Some(spec) = def.schedules.get(index) else {
+            self.store
+                .advance_schedule(schedule.id, schedule.next_fire_at_ms, None)
+                .await?;
+            return Ok(false);
+        };
+        let key = format!("schedule:{}:{}", schedule.id, schedule.next_fire_at_ms);
+        let (instance, created) = self
+            .start(
+                &schedule.tenant_id,
+                StartRequest {
+                    workflow: schedule.workflow.clone(),
+                    input: spec.input.clone(),
+                    branch: None,
+                    business_key: None,
+                    idempotency: Some((key.clone(), store::sha256_hex(key.as_bytes()))),
+                },
+            )
+            .await?;
+        if created {
+            tracing::info!(schedule.id = schedule.id, instance.id = %instance.id, "schedule {} started {}", schedule.id, instance.id);
+        }
+        // After downtime, one start for the missed times, then on from now.
+        let next = spec
+            .cron
+            .next_after(self.now().max(store::from_ms(schedule.next_fire_at_ms)));
+        self.store
+            .advance_schedule(schedule.id, schedule.next_fire_at_ms, next)
+            .await?;
+        Ok(created)
     }
 
     /// The compiled definition of a stored version.
@@ -806,6 +891,9 @@ impl Runtime {
         mut shutdown: watch::Receiver<bool>,
     ) {
         loop {
+            if let Err(error) = self.fire_due_schedules().await {
+                tracing::warn!("schedule loop: {error}");
+            }
             if let Err(error) = self.fire_due_timers().await {
                 tracing::warn!("timer loop: {error}");
             }
@@ -834,9 +922,10 @@ impl Runtime {
     /// A store error.
     pub async fn settle(&self) -> Result<(), Error> {
         for _ in 0..100 {
+            let started = self.fire_due_schedules().await?;
             let fired = self.fire_due_timers().await?;
             let sent = self.drain_outbox().await?;
-            if fired == 0 && sent == 0 {
+            if started == 0 && fired == 0 && sent == 0 {
                 return Ok(());
             }
         }

@@ -11,3 +11,4 @@ mod follow_up;
 mod incidents;
 mod instances;
 mod nodes;
+mod schedules;

@@ -2,7 +2,7 @@ use actix_web::{web, HttpResponse};
 
 use crate::http::auth::Caller;
 use crate::http::dto::{
-    DeployQuery, Deployed, VersionQuery, WorkflowDetail, WorkflowSummary, WorkflowVersion,
+    DeployQuery, Deployed, Schedule, VersionQuery, WorkflowDetail, WorkflowSummary, WorkflowVersion,
 };
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -108,6 +108,25 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let rows = versions(&state, &caller, &name).await?;
     let row = pick(&rows, query.version)?;
+    let schedules = state
+        .runtime
+        .store()
+        .schedules(&caller.tenant_id)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .into_iter()
+        .filter(|s| s.workflow == row.name)
+        .map(|s| Schedule {
+            cron: s.cron,
+            time_zone: s.time_zone,
+            next_fire_at: crate::store::from_ms(s.next_fire_at_ms)
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            version: rows
+                .iter()
+                .find(|r| r.id == s.definition_id)
+                .map_or(0, |r| r.version),
+        })
+        .collect();
     Ok(HttpResponse::Ok().json(WorkflowDetail {
         name: row.name.clone(),
         title: row.title.clone(),
@@ -117,6 +136,7 @@ pub async fn get(
         deployed_at: WorkflowVersion::from(row).deployed_at,
         source: row.source.clone(),
         versions: rows.iter().map(WorkflowVersion::from).collect(),
+        schedules,
     }))
 }
 

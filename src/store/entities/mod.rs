@@ -9,6 +9,7 @@ pub mod inbox_messages;
 pub mod incidents;
 pub mod instances;
 pub mod outbox;
+pub mod schedules;
 pub mod tenants;
 pub mod timers;
 pub mod workflow_definitions;

@@ -1,0 +1,103 @@
+//! Cron schedules start instances at local wall-clock times; repeating
+//! timers fire while a state lasts; a redeploy replaces schedules and never
+//! duplicates them. On both databases.
+
+use chrono::Duration;
+use serde_json::{json, Value};
+
+use crate::helpers::TestApp;
+use crate::storage_test;
+
+const SWEEP: &str = r#"
+name: daily_sweep
+title: 每日随访筛查 / Daily follow-up sweep
+inputs:
+  department: string
+data:
+  rounds: { type: integer, default: 0 }
+schedules:
+  - cron: "0 0 8 * * *"
+    time_zone: Asia/Shanghai
+    input: { department: 心内科 }
+start: sweeping
+states:
+  sweeping:
+    timers:
+      - every: "0 0 9 * * *"
+        actions: [ { set: { rounds: data.rounds + 1 } } ]
+      - after: 3d
+        goto: done
+  done: { final: completed }
+"#;
+
+async fn deploy(app: &TestApp, source: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .post(app.url("/api/v1/workflows"))
+        .bearer_auth(&app.key)
+        .body(source.to_owned())
+        .send()
+        .await;
+    crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await
+}
+
+async fn sweeps(app: &TestApp) -> Vec<Value> {
+    let (_, list) = app.get("/api/v1/instances?workflow=daily_sweep").await;
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_replace_it(
+    app: TestApp,
+) {
+    // The clock starts at 2026-11-20 08:00 UTC, 16:00 in Shanghai.
+    assert_eq!(deploy(&app, SWEEP).await.0, 201);
+    let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
+    assert_eq!(
+        detail["schedules"],
+        json!([{"cron": "0 0 8 * * *", "time_zone": "Asia/Shanghai", "next_fire_at": "2026-11-21T00:00:00.000Z", "version": 1}])
+    );
+
+    app.advance(Duration::hours(15) + Duration::minutes(59))
+        .await;
+    assert_eq!(sweeps(&app).await.len(), 0);
+    app.advance(Duration::minutes(1)).await;
+    let started = sweeps(&app).await;
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["input"], json!({"department": "心内科"}));
+
+    // 09:00 in Shanghai: the repeating timer fires and re-arms for tomorrow.
+    app.advance(Duration::hours(1)).await;
+    let id = started[0]["id"].as_str().unwrap_or_default().to_owned();
+    let (_, first) = app.get(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(first["data"]["rounds"], 1);
+    let due: Vec<&str> = first["timers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["due_at"].as_str())
+        .collect();
+    assert!(due.contains(&"2026-11-22T01:00:00.000Z"), "{due:?}");
+
+    // The same content again changes nothing; new content replaces the schedule.
+    assert_eq!(deploy(&app, SWEEP).await.0, 200);
+    let (status, _) = deploy(&app, &SWEEP.replace("\"0 0 8 * * *\"", "\"0 30 8 * * *\"")).await;
+    assert_eq!(status, 201);
+    let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
+    assert_eq!(detail["schedules"].as_array().map(Vec::len), Some(1));
+    assert_eq!(detail["schedules"][0]["cron"], "0 30 8 * * *");
+    assert_eq!(detail["schedules"][0]["version"], 2);
+
+    // The next morning: exactly one more instance, on the new version, at 08:30.
+    app.advance(Duration::hours(23) + Duration::minutes(29))
+        .await;
+    assert_eq!(sweeps(&app).await.len(), 1);
+    app.advance(Duration::minutes(1)).await;
+    let all = sweeps(&app).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1]["version"], 2);
+    assert_eq!(all[1]["created_at"], "2026-11-22T00:30:00.000Z");
+    app.advance(Duration::minutes(30)).await;
+    let (_, first) = app.get(&format!("/api/v1/instances/{id}")).await;
+    assert_eq!(first["data"]["rounds"], 2);
+}
+storage_test!(a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_replace_it);
