@@ -85,6 +85,7 @@ async fn run(label: &str, url: &str, total: usize, concurrency: usize) {
                             branch: None,
                             business_key: None,
                             idempotency: None,
+                            parent_id: None,
                         },
                     )
                     .await

@@ -8,6 +8,7 @@ mod m20261123_000002_add_claim_leases;
 mod m20261123_000003_create_correlated_events;
 mod m20261123_000004_create_incidents;
 mod m20261123_000005_create_schedules;
+mod m20261123_000006_add_instance_parent;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_correlated_events::Migration),
             Box::new(m20261123_000004_create_incidents::Migration),
             Box::new(m20261123_000005_create_schedules::Migration),
+            Box::new(m20261123_000006_add_instance_parent::Migration),
         ]
     }
 }

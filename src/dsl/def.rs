@@ -70,6 +70,14 @@ pub struct TimerDef {
 pub enum Action {
     Set(SetAction),
     Send(SendAction),
+    Start(StartAction),
+}
+
+/// Starts a child instance.
+#[derive(Debug, Clone)]
+pub struct StartAction {
+    pub workflow: String,
+    pub input: Vec<(String, Expr)>,
 }
 
 #[derive(Debug, Clone)]

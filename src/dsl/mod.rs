@@ -14,8 +14,8 @@ pub mod yaml;
 
 pub use cron::CronSpec;
 pub use def::{
-    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StateDef, TimerDef, TransitionDef,
-    WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
+    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StartAction, StateDef, TimerDef,
+    TransitionDef, WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};

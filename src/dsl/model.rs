@@ -358,7 +358,7 @@ pub struct TimerSpec {
 }
 
 /// A typed action. Later issues add `pay`, `refund`, `issue_code`,
-/// `door_key`, `queue.join` and `start` beside these.
+/// `door_key` and `queue.join` beside these.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionSpec {
@@ -367,6 +367,20 @@ pub enum ActionSpec {
     Set(IndexMap<String, String>),
     /// Sends a message rendered from a template to a party.
     Send(SendSpec),
+    /// Starts a child instance of another workflow; this instance receives
+    /// `child.completed` (`{child_id, workflow, outcome, state, data}`) when it ends.
+    Start(StartSpec),
+}
+
+/// `start: { workflow: follow_up_reminder, input: { patient: patient, department: "'心内科'" } }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct StartSpec {
+    /// The name of a workflow deployed for the same tenant.
+    pub workflow: String,
+    /// The child's input: each value is a CEL expression over this instance.
+    #[serde(default)]
+    pub input: IndexMap<String, String>,
 }
 
 /// `send: { to: patient, template: follow_up_reminder }`.

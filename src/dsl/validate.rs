@@ -8,8 +8,8 @@ use indexmap::IndexMap;
 
 use super::cron::CronSpec;
 use super::def::{
-    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StateDef, TimerDef, TransitionDef,
-    WorkflowDef,
+    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StartAction, StateDef, TimerDef,
+    TransitionDef, WorkflowDef,
 };
 use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
@@ -186,7 +186,7 @@ fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
     } else if message.starts_with("unknown variant") && message.contains("`set`") {
         (
             "unknown_action",
-            Some("actions available now: set, send".into()),
+            Some("actions available now: set, send, start".into()),
         )
     } else if message.starts_with("unknown variant") {
         (
@@ -808,6 +808,35 @@ impl Checker<'_> {
                 Some(Action::Set(SetAction { fields: compiled }))
             }
             ActionSpec::Send(send) => self.check_send(send, &path.key("send")).map(Action::Send),
+            ActionSpec::Start(start) => {
+                let path = path.key("start");
+                if !is_identifier(&start.workflow) {
+                    self.sink.push(
+                        "invalid_name",
+                        &path.key("workflow"),
+                        Anchor::Value,
+                        format!("`{}` is not a valid workflow name", start.workflow),
+                        Some(
+                            "name a workflow deployed for the same tenant, e.g. follow_up_reminder"
+                                .into(),
+                        ),
+                    );
+                }
+                let mut input = Vec::new();
+                let mut ok = true;
+                for (field, source) in &start.input {
+                    match self.check_expr(source, &path.key("input").key(field)) {
+                        Some(expr) => input.push((field.clone(), expr)),
+                        None => ok = false,
+                    }
+                }
+                ok.then(|| {
+                    Action::Start(StartAction {
+                        workflow: start.workflow.clone(),
+                        input,
+                    })
+                })
+            }
         }
     }
 

@@ -61,6 +61,8 @@ pub struct Instance<'a> {
     /// carry it, so a timer armed by an earlier entry is recognised as stale.
     pub entry_seq: i64,
     pub business_key: Option<&'a str>,
+    /// The instance that started this one with a `start` action.
+    pub parent_id: Option<&'a str>,
 }
 
 /// Something that happens to an instance.
@@ -120,15 +122,53 @@ pub struct Effect {
 #[derive(Debug, Clone, PartialEq)]
 pub enum EffectKind {
     Send(SendEffect),
+    StartChild(StartChildEffect),
+    NotifyParent(NotifyParentEffect),
 }
 
 impl EffectKind {
     pub fn name(&self) -> &'static str {
         match self {
             EffectKind::Send(_) => "send",
+            EffectKind::StartChild(_) => "start_child",
+            EffectKind::NotifyParent(_) => "notify_parent",
+        }
+    }
+
+    /// The effect's data as stored in the outbox.
+    ///
+    /// # Errors
+    /// Serialisation failed.
+    pub fn payload(&self) -> Result<String, serde_json::Error> {
+        match self {
+            EffectKind::Send(send) => serde_json::to_string(send),
+            EffectKind::StartChild(start) => serde_json::to_string(start),
+            EffectKind::NotifyParent(notify) => serde_json::to_string(notify),
         }
     }
 }
+
+/// Start a child instance of `workflow` for the instance that planned it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct StartChildEffect {
+    pub workflow: String,
+    pub input: serde_json::Value,
+    pub parent_id: String,
+}
+
+/// Tell the parent that its child reached a final state (`child.completed`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct NotifyParentEffect {
+    pub parent_id: String,
+    pub child_id: String,
+    pub workflow: String,
+    pub state: String,
+    pub outcome: String,
+    pub data: serde_json::Value,
+}
+
+/// The event a parent receives when a child ends.
+pub const CHILD_COMPLETED: &str = "child.completed";
 
 /// A message to render from `template` and deliver to `to`.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]

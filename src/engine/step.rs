@@ -4,7 +4,8 @@ use serde_json::{json, Value as Json};
 use super::actions::{self, ActionContext};
 use super::scope::{self, ScopeParts};
 use super::{
-    Effect, Error, Event, HistoryEntry, InputProblem, Instance, Status, TimerSet, Transition,
+    Effect, EffectKind, Error, Event, HistoryEntry, InputProblem, Instance, NotifyParentEffect,
+    Status, TimerSet, Transition,
 };
 use crate::dsl::{check_value, Action, Due, Outcome, Scope, WorkflowDef};
 
@@ -82,6 +83,7 @@ pub fn start(
     id: &str,
     input: &Json,
     business_key: Option<&str>,
+    parent_id: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Started, Error> {
     let input = normalize_input(def, input)?;
@@ -101,6 +103,8 @@ pub fn start(
         id,
         input: &input,
         business_key,
+        parent_id,
+        was_final: false,
         now,
         event: json!({"type": "start", "payload": {}}),
         state: String::new(),
@@ -199,6 +203,8 @@ pub fn step(
         id: instance.id,
         input: instance.input,
         business_key: instance.business_key,
+        parent_id: instance.parent_id,
+        was_final: instance.status.is_final(),
         now,
         event: event_json.clone(),
         state: instance.state.to_owned(),
@@ -312,6 +318,9 @@ struct Run<'a> {
     id: &'a str,
     input: &'a Json,
     business_key: Option<&'a str>,
+    parent_id: Option<&'a str>,
+    /// The instance was final before this step.
+    was_final: bool,
     now: DateTime<Utc>,
     event: Json,
     state: String,
@@ -433,7 +442,23 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn finish(self, applied: bool) -> Transition {
+    fn finish(mut self, applied: bool) -> Transition {
+        // A child that ends tells its parent, once: it can end only once.
+        if let (true, false, Status::Final(outcome), Some(parent_id)) =
+            (applied, self.was_final, self.status, self.parent_id)
+        {
+            self.effects.push(Effect {
+                key: format!("{}/final", self.id),
+                kind: EffectKind::NotifyParent(NotifyParentEffect {
+                    parent_id: parent_id.to_owned(),
+                    child_id: self.id.to_owned(),
+                    workflow: self.def.name.clone(),
+                    state: self.state.clone(),
+                    outcome: outcome.as_str().to_owned(),
+                    data: self.data.clone(),
+                }),
+            });
+        }
         Transition {
             applied,
             state: self.state,

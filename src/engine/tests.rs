@@ -51,6 +51,7 @@ impl Stored {
             data: &self.data,
             entry_seq: self.entry_seq,
             business_key: None,
+            parent_id: None,
         }
     }
 
@@ -65,7 +66,7 @@ impl Stored {
 fn started(def: &WorkflowDef) -> (Stored, Transition) {
     let Started {
         input, transition, ..
-    } = start(def, "i1", &input(), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(def, "i1", &input(), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: transition.state.clone(),
         status: transition.status,
@@ -111,6 +112,7 @@ fn start_refuses_bad_input_listing_every_problem() {
         "i1",
         &json!({"patient": {"name": "x"}, "colour": "red", "visit_ended_at": "yesterday"}),
         None,
+        None,
         now(),
     )
     .err();
@@ -145,7 +147,9 @@ fn a_due_timer_moves_to_reminding_and_plans_one_send_with_a_deterministic_key() 
     assert_eq!(stored.data, json!({"reminders_sent": 1}));
     assert_eq!(fired.effects.len(), 1);
     assert_eq!(fired.effects[0].key, "i1/2/enter/0");
-    let EffectKind::Send(send) = &fired.effects[0].kind;
+    let EffectKind::Send(send) = &fired.effects[0].kind else {
+        panic!("expected a send")
+    };
     assert_eq!(send.template, "follow_up_reminder");
     assert_eq!(send.to.id, "p1");
     assert_eq!(fired.timers.len(), 1);
@@ -270,7 +274,7 @@ fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the
         input,
         transition: first,
         ..
-    } = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(&def, "g", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
     let mut stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -303,7 +307,7 @@ fn a_self_transition_re_enters_and_re_arms_timers() {
         input,
         transition: first,
         ..
-    } = start(&def, "g", &json!({}), None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(&def, "g", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -331,7 +335,7 @@ proptest! {
     #[test]
     fn no_event_sequence_leaves_the_declared_states(choices in proptest::collection::vec(0usize..7, 0..40)) {
         for def in [follow_up(), guarded()] {
-            let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, now()).unwrap_or_else(|e| panic!("{e}"));
+            let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
             let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq };
             let mut events: Vec<String> = def.states.values().flat_map(|s| s.on.keys().cloned()).collect();
             events.push("unknown.event".into());

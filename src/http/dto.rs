@@ -157,6 +157,8 @@ pub struct Instance {
     pub state: String,
     pub status: String,
     pub business_key: Option<String>,
+    /// The instance that started this one with a `start` action.
+    pub parent_id: Option<String>,
     pub input: Json,
     pub data: Json,
     pub created_at: String,
@@ -176,6 +178,7 @@ impl Instance {
             state: row.state.clone(),
             status: row.status.clone(),
             business_key: row.business_key.clone(),
+            parent_id: row.parent_id.clone(),
             input: serde_json::from_str(&row.input).unwrap_or_default(),
             data: serde_json::from_str(&row.data).unwrap_or_default(),
             created_at: time(row.created_at_ms),

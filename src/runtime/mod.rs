@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::sync::{watch, Notify};
 
 use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
-use crate::engine::{self, Event, SendEffect};
+use crate::engine::{self, Event, NotifyParentEffect, SendEffect, StartChildEffect};
 use crate::store::{
     self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
     Store,
@@ -70,6 +70,8 @@ pub struct StartRequest {
     pub business_key: Option<String>,
     /// `(Idempotency-Key, hash of the request body)`.
     pub idempotency: Option<(String, String)>,
+    /// The instance whose `start` action starts this one.
+    pub parent_id: Option<String>,
 }
 
 /// A correlated event from outside.
@@ -259,6 +261,7 @@ impl Runtime {
                     branch: None,
                     business_key: None,
                     idempotency: Some((key.clone(), store::sha256_hex(key.as_bytes()))),
+                    parent_id: None,
                 },
             )
             .await?;
@@ -357,6 +360,7 @@ impl Runtime {
             &id,
             &request.input,
             request.business_key.as_deref(),
+            request.parent_id.as_deref(),
             now,
         )?;
         let record = request
@@ -379,6 +383,7 @@ impl Runtime {
                     definition: &row,
                     input: &input,
                     business_key: business_key.as_deref(),
+                    parent_id: request.parent_id.as_deref(),
                 },
                 &transition,
                 record.as_ref(),
@@ -781,6 +786,14 @@ impl Runtime {
                 }
                 Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
             },
+            "start_child" => match serde_json::from_str::<StartChildEffect>(&row.payload) {
+                Ok(start) => self.start_child(row, &start).await,
+                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
+            },
+            "notify_parent" => match serde_json::from_str::<NotifyParentEffect>(&row.payload) {
+                Ok(notify) => self.notify_parent(row, &notify).await,
+                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
+            },
             other => Err(Failure::Permanent(format!("unknown effect kind `{other}`"))),
         };
         let (message, retry_at) = match outcome {
@@ -806,6 +819,73 @@ impl Runtime {
             }
         }
         Ok(false)
+    }
+
+    /// Starts a child instance once: the start carries the effect's key as
+    /// its idempotency key, then the outbox row is marked done.
+    async fn start_child(
+        &self,
+        row: &store::OutboxRow,
+        start: &StartChildEffect,
+    ) -> Result<(), Failure> {
+        let parent = self
+            .store
+            .instance(&row.tenant_id, &start.parent_id)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let request = StartRequest {
+            workflow: start.workflow.clone(),
+            input: start.input.clone(),
+            branch: parent.map(|p| p.branch_id),
+            business_key: None,
+            idempotency: Some((
+                row.effect_key.clone(),
+                store::sha256_hex(row.effect_key.as_bytes()),
+            )),
+            parent_id: Some(start.parent_id.clone()),
+        };
+        let (child, _) =
+            self.start(&row.tenant_id, request)
+                .await
+                .map_err(|error| match error {
+                    Error::Store(error) => Failure::Transient(error.to_string()),
+                    other => Failure::Permanent(other.to_string()),
+                })?;
+        self.store
+            .outbox_done(row, &json!({"effect": "start_child", "key": row.effect_key, "child": child.id, "workflow": child.workflow}), self.now())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+
+    /// Delivers `child.completed` to the parent once (keyed by the child).
+    /// A parent that is over, or whose state does not handle it, records
+    /// nothing and the effect is done.
+    async fn notify_parent(
+        &self,
+        row: &store::OutboxRow,
+        notify: &NotifyParentEffect,
+    ) -> Result<(), Failure> {
+        let event = Event::Named {
+            event_type: engine::CHILD_COMPLETED.into(),
+            payload: json!({"child_id": notify.child_id, "workflow": notify.workflow, "state": notify.state, "outcome": notify.outcome, "data": notify.data}),
+        };
+        let key = format!("child:{}", notify.child_id);
+        let idempotency = Some((key.clone(), store::sha256_hex(key.as_bytes())));
+        let delivered = match self
+            .send_event(&row.tenant_id, &notify.parent_id, event, idempotency)
+            .await
+        {
+            Ok(_) => true,
+            Err(Error::Engine(
+                engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
+            )) => false,
+            Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
+            Err(error) => return Err(Failure::Permanent(error.to_string())),
+        };
+        self.store
+            .outbox_done(row, &json!({"effect": "notify_parent", "key": row.effect_key, "parent": notify.parent_id, "delivered": delivered}), self.now())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
     }
 
     /// An effect failed for good: the flow gets `action.failed`; when its
@@ -973,6 +1053,7 @@ fn step_row(
         data: &data,
         entry_seq: row.entry_seq,
         business_key: row.business_key.as_deref(),
+        parent_id: row.parent_id.as_deref(),
     };
     engine::step(def, &view, event, now)
 }

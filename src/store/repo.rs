@@ -10,7 +10,7 @@ use super::entities::{
     instances, outbox, schedules, tenants, timers, workflow_definitions,
 };
 use super::{ms, Error, Result, Store};
-use crate::engine::{EffectKind, Transition};
+use crate::engine::Transition;
 
 pub use super::entities::history::Model as HistoryRow;
 pub use super::entities::inbox_messages::Model as InboxRow;
@@ -73,6 +73,7 @@ pub struct NewInstance<'a> {
     pub definition: &'a DefinitionRow,
     pub input: &'a serde_json::Value,
     pub business_key: Option<&'a str>,
+    pub parent_id: Option<&'a str>,
 }
 
 /// Filters for listing instances.
@@ -348,6 +349,7 @@ impl Store {
             created_at_ms: Set(ms(now)),
             updated_at_ms: Set(ms(now)),
             ended_at_ms: Set(transition.status.is_final().then(|| ms(now))),
+            parent_id: Set(new.parent_id.map(str::to_owned)),
         };
         instances::Entity::insert(row)
             .exec_without_returning(&txn)
@@ -707,6 +709,23 @@ impl Store {
             now,
         )
         .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Marks an outbox row done and records it in the instance's history.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn outbox_done(
+        &self,
+        row: &OutboxRow,
+        detail: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        finish_outbox(&txn, row, "done", None, now).await?;
+        append_history(&txn, &row.instance_id, "effect_done", detail, now).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -1247,9 +1266,7 @@ async fn write_consequences(
     if !transition.effects.is_empty() {
         let mut rows = Vec::with_capacity(transition.effects.len());
         for effect in &transition.effects {
-            let payload = match &effect.kind {
-                EffectKind::Send(send) => serde_json::to_string(send)?,
-            };
+            let payload = effect.kind.payload()?;
             rows.push(outbox::ActiveModel {
                 tenant_id: Set(tenant_id.to_owned()),
                 instance_id: Set(instance_id.to_owned()),

@@ -53,6 +53,7 @@ async fn start(runtime: &o2flow::runtime::Runtime, workflow: &str, patient: &str
                 branch: None,
                 business_key: None,
                 idempotency: None,
+                parent_id: None,
             },
         )
         .await

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod children;
 mod cli;
 mod correlation;
 mod dsl_fixtures;

@@ -6,6 +6,7 @@
 
 mod send;
 mod set;
+mod start;
 
 use chrono::{DateTime, Utc};
 
@@ -35,5 +36,6 @@ pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error
     match action {
         Action::Set(set) => set::run(set, context),
         Action::Send(send) => send::run(send, context),
+        Action::Start(start) => start::run(start, context),
     }
 }

@@ -63,6 +63,7 @@ pub async fn create(
                 branch: start.branch,
                 business_key: start.business_key,
                 idempotency,
+                parent_id: None,
             },
         )
         .await?;

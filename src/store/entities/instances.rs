@@ -31,6 +31,8 @@ pub struct Model {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub parent_id: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
