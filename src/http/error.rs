@@ -108,6 +108,19 @@ impl From<runtime::Error> for ApiError {
                 "incident_not_open",
                 format!("incident {id} is not open; only open incidents are retried"),
             ),
+            R::VersionNotFound(name, version) => ApiError::not_found(
+                "version_not_found",
+                format!("workflow `{name}` has no version {version}"),
+            ),
+            R::InvalidMigration(message) => ApiError::unprocessable("invalid_migration", message),
+            R::Unmigratable(report) => ApiError::unprocessable(
+                "unmapped_states",
+                format!(
+                    "{} instance(s) are in states the target version does not have; map them in `states` (nothing was changed)",
+                    report.instances.iter().filter(|i| i.problem.is_some()).count()
+                ),
+            )
+            .with_details(serde_json::to_value(&*report).unwrap_or_default()),
             R::Busy => ApiError::new(
                 StatusCode::CONFLICT,
                 "instance_busy",

@@ -36,6 +36,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/workflows", web::get().to(workflows::list))
                 .route("/workflows/{name}", web::get().to(workflows::get))
                 .route("/workflows/{name}/graph", web::get().to(workflows::graph))
+                .route(
+                    "/workflows/{name}/migrations",
+                    web::post().to(workflows::migrate),
+                )
                 .route("/instances", web::post().to(instances::create))
                 .route("/instances", web::get().to(instances::list))
                 .route("/instances/{id}", web::get().to(instances::get))

@@ -6,9 +6,11 @@
 //! calls it, and so do the CLI and the tests.
 
 mod clock;
+mod migrate;
 
 pub use crate::domain::RetryPolicy;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -45,6 +47,12 @@ pub enum Error {
     Busy,
     #[error("there is no incident {0}")]
     IncidentNotFound(i64),
+    #[error("workflow `{0}` has no version {1}")]
+    VersionNotFound(String, i32),
+    #[error("the migration is not valid: {0}")]
+    InvalidMigration(String),
+    #[error("{} instance(s) cannot be migrated", .0.instances.iter().filter(|i| i.problem.is_some()).count())]
+    Unmigratable(Box<MigrationReport>),
     #[error("incident {0} is not open")]
     IncidentNotOpen(i64),
     #[error(transparent)]

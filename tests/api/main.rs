@@ -11,5 +11,6 @@ mod dsl_fixtures;
 mod follow_up;
 mod incidents;
 mod instances;
+mod migrations;
 mod nodes;
 mod schedules;

@@ -154,3 +154,41 @@ pub async fn graph(
         .content_type("text/vnd.mermaid; charset=utf-8")
         .body(crate::dsl::mermaid(&def)))
 }
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migration {
+    pub from_version: i32,
+    pub to_version: i32,
+    #[serde(default)]
+    pub states: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// `POST /api/v1/workflows/{name}/migrations` `{from_version, to_version,
+/// states, dry_run}`: moves every active instance of one version to
+/// another, all or none; with `dry_run`, only reports what would happen.
+pub async fn migrate(
+    state: web::Data<AppState>,
+    caller: Caller,
+    name: web::Path<String>,
+    body: web::Json<Migration>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(&["admin"])?;
+    let body = body.into_inner();
+    let report = state
+        .runtime
+        .migrate(
+            &caller.tenant_id,
+            &name,
+            &crate::runtime::MigrationRequest {
+                from_version: body.from_version,
+                to_version: body.to_version,
+                states: body.states,
+                dry_run: body.dry_run,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
