@@ -39,8 +39,17 @@ states:
   undeliverable: { final: failed }
 "#;
 
-fn templates(body: &str) -> Templates {
-    Templates::from_strings(&[("notice", "通知 / Notice", body)]).unwrap_or_else(|e| panic!("{e}"))
+/// A second runtime on the app's database whose `notice` template has `body`.
+async fn runtime_with_notice(
+    app: &TestApp,
+    body: &str,
+) -> std::sync::Arc<o2flow::runtime::Runtime> {
+    let templates = Templates::from_strings(&[("notice", "通知 / Notice", body)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::connect(&app.database_url)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    runtime_with(store, app.clock.clone(), templates)
 }
 
 async fn start(runtime: &o2flow::runtime::Runtime, workflow: &str, patient: &str) -> String {
@@ -63,13 +72,7 @@ async fn start(runtime: &o2flow::runtime::Runtime, workflow: &str, patient: &str
 
 async fn a_failed_send_opens_an_incident_that_is_retried_once_the_cause_is_fixed(app: TestApp) {
     // A template that cannot render: a permanent failure, not retried.
-    let broken = runtime_with(
-        Store::connect(&app.database_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-        app.clock.clone(),
-        templates("hello {{ missing_variable }}"),
-    );
+    let broken = runtime_with_notice(&app, "hello {{ missing_variable }}").await;
     broken
         .deploy("acme", "notice.yaml", UNHANDLED)
         .await
@@ -123,13 +126,7 @@ async fn a_failed_send_opens_an_incident_that_is_retried_once_the_cause_is_fixed
     assert_eq!(status, 403);
 
     // The template is fixed (a new deployment of o2flow), then the incident is retried.
-    let fixed = runtime_with(
-        Store::connect(&app.database_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-        app.clock.clone(),
-        templates("hello {{ party.id }}"),
-    );
+    let fixed = runtime_with_notice(&app, "hello {{ party.id }}").await;
     let (status, body) = app
         .post_raw(
             &format!("/api/v1/incidents/{incident}/retry"),
@@ -184,13 +181,7 @@ async fn a_failed_send_opens_an_incident_that_is_retried_once_the_cause_is_fixed
 storage_test!(a_failed_send_opens_an_incident_that_is_retried_once_the_cause_is_fixed);
 
 async fn a_flow_that_handles_action_failed_moves_on_without_an_incident(app: TestApp) {
-    let broken = runtime_with(
-        Store::connect(&app.database_url)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-        app.clock.clone(),
-        templates("hello {{ missing_variable }}"),
-    );
+    let broken = runtime_with_notice(&app, "hello {{ missing_variable }}").await;
     broken
         .deploy("acme", "notice_with_fallback.yaml", HANDLED)
         .await
