@@ -19,6 +19,6 @@ pub use def::{
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};
-pub use graph::{human as human_duration, mermaid};
+pub use graph::mermaid;
 pub use model::{json_schema, FieldSpec, Outcome, ValueType, WorkflowFile};
 pub use validate::{check_value, validate, Catalog};

@@ -35,12 +35,6 @@ impl ManualClock {
             *now += by;
         }
     }
-
-    pub fn set(&self, to: DateTime<Utc>) {
-        if let Ok(mut now) = self.now.lock() {
-            *now = to;
-        }
-    }
 }
 
 impl Clock for ManualClock {

@@ -998,11 +998,6 @@ impl Runtime {
         }
     }
 
-    /// Lets the background loop look again now (after the clock moved).
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
     /// Fires due timers and drains the outbox until nothing is left: what
     /// tests call after moving a manual clock.
     ///

@@ -488,14 +488,6 @@ impl Store {
 
     /// # Errors
     /// A database error.
-    pub async fn instance_any_tenant(&self, id: &str) -> Result<Option<InstanceRow>> {
-        Ok(instances::Entity::find_by_id(id.to_owned())
-            .one(&self.db)
-            .await?)
-    }
-
-    /// # Errors
-    /// A database error.
     pub async fn list_instances(
         &self,
         tenant_id: &str,
