@@ -120,9 +120,10 @@ pub const DEFAULT_KEEP_EVENTS_FOR: Duration = Duration::hours(1);
 impl WorkflowDef {
     /// Whether state `name` handles events of `event_type`.
     pub fn handles(&self, name: &str, event_type: &str) -> bool {
-        self.states
-            .get(name)
-            .is_some_and(|s| s.on.contains_key(event_type))
+        self.states.get(name).is_some_and(|s| {
+            s.on.contains_key(event_type)
+                || (event_type == crate::engine::CANCEL && s.final_outcome.is_none())
+        })
     }
 
     pub fn state(&self, name: &str) -> Option<&StateDef> {

@@ -357,6 +357,53 @@ pub struct TimerSpec {
     pub actions: Vec<ActionSpec>,
 }
 
+/// A CEL expression written where a value goes: a string, or a plain YAML
+/// `true`, `3` or `1.5`, which is the CEL literal of the same value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct ExprText(pub String);
+
+impl JsonSchema for ExprText {
+    fn schema_name() -> Cow<'static, str> {
+        "ExprText".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A CEL expression (`data.count + 1`, `'text'`), or a plain boolean or number.",
+            "type": ["string", "boolean", "number"]
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ExprText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ExprVisitor;
+        impl Visitor<'_> for ExprVisitor {
+            type Value = ExprText;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CEL expression, a boolean or a number")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ExprText, E> {
+                Ok(ExprText(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<ExprText, E> {
+                Ok(ExprText(format!("{v:?}")))
+            }
+        }
+        deserializer.deserialize_any(ExprVisitor)
+    }
+}
+
 /// A typed action. Later issues add `pay`, `refund`, `issue_code`,
 /// `door_key` and `queue.join` beside these.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -364,7 +411,7 @@ pub struct TimerSpec {
 pub enum ActionSpec {
     /// Sets instance data fields to the values of CEL expressions:
     /// `set: { reminders_sent: "data.reminders_sent + 1" }`.
-    Set(IndexMap<String, String>),
+    Set(IndexMap<String, ExprText>),
     /// Sends a message rendered from a template to a party.
     Send(SendSpec),
     /// Starts a child instance of another workflow; this instance receives
@@ -380,7 +427,7 @@ pub struct StartSpec {
     pub workflow: String,
     /// The child's input: each value is a CEL expression over this instance.
     #[serde(default)]
-    pub input: IndexMap<String, String>,
+    pub input: IndexMap<String, ExprText>,
 }
 
 /// `send: { to: patient, template: follow_up_reminder }`.

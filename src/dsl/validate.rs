@@ -473,6 +473,15 @@ impl Checker<'_> {
                 ),
             );
         }
+        if state.on.contains_key(crate::engine::CANCEL) && !state.on_cancel.is_empty() {
+            self.sink.push(
+                "cancel_handled_twice",
+                &path.key("on_cancel"),
+                Anchor::Key,
+                format!("state `{name}` handles `cancel` in `on:`, so its `on_cancel` actions would never run"),
+                Some("move these actions into the `cancel` transition's `actions:`".into()),
+            );
+        }
         let enter = self.check_actions(&state.enter, &path.key("enter"));
         let exit = self.check_actions(&state.exit, &path.key("exit"));
         let on_cancel = self.check_actions(&state.on_cancel, &path.key("on_cancel"));
@@ -801,7 +810,7 @@ impl Checker<'_> {
                             }),
                         );
                     }
-                    if let Some(expr) = self.check_expr(source, &field_path) {
+                    if let Some(expr) = self.check_expr(&source.0, &field_path) {
                         compiled.push((field.clone(), expr));
                     }
                 }
@@ -825,7 +834,7 @@ impl Checker<'_> {
                 let mut input = Vec::new();
                 let mut ok = true;
                 for (field, source) in &start.input {
-                    match self.check_expr(source, &path.key("input").key(field)) {
+                    match self.check_expr(&source.0, &path.key("input").key(field)) {
                         Some(expr) => input.push((field.clone(), expr)),
                         None => ok = false,
                     }

@@ -13,7 +13,7 @@ mod scope;
 mod step;
 
 pub use error::{Error, InputProblem};
-pub use step::{normalize_input, start, step, Started};
+pub use step::{normalize_input, start, step, Started, CANCEL};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;

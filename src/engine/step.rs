@@ -177,6 +177,10 @@ fn business_key_of(
     }
 }
 
+/// The event type of a cancellation, whether it comes from
+/// `POST /instances/{id}/cancel` or as a named or correlated event.
+pub const CANCEL: &str = "cancel";
+
 /// Applies one event to an instance.
 ///
 /// # Errors
@@ -226,6 +230,39 @@ pub fn step(
     let state = def
         .state(instance.state)
         .ok_or_else(|| Error::UnknownState(instance.state.to_owned()))?;
+    // Cancel is an event like any other: a state that handles `cancel` in
+    // `on:` decides (guards, compensation states); elsewhere the default
+    // runs the state's `on_cancel` actions and ends the instance cancelled.
+    let cancel_reason = match event {
+        Event::Cancel { reason } => Some(reason.clone()),
+        Event::Named {
+            event_type,
+            payload,
+        } if event_type == CANCEL => Some(
+            payload
+                .get("reason")
+                .and_then(Json::as_str)
+                .map(str::to_owned),
+        ),
+        _ => None,
+    };
+    let handled_cancel;
+    let event = match cancel_reason {
+        Some(reason) if state.on.contains_key(CANCEL) => {
+            handled_cancel = Event::Named {
+                event_type: CANCEL.to_owned(),
+                payload: json!({"reason": reason}),
+            };
+            run.event = json!({"type": CANCEL, "payload": {"reason": reason}});
+            &handled_cancel
+        }
+        Some(reason) => {
+            handled_cancel = Event::Cancel { reason };
+            &handled_cancel
+        }
+        None => event,
+    };
+    let event_json = run.event.clone();
     match event {
         Event::Named { event_type, .. } => {
             let Some(transitions) = state.on.get(event_type) else {
@@ -430,6 +467,7 @@ impl Run<'_> {
                 input: self.input,
                 data: &mut self.data,
                 scope: &scope,
+                event: &self.event,
                 instance_id: self.id,
                 state: &self.state,
                 now: self.now,

@@ -237,6 +237,94 @@ fn cancel_ends_the_instance_and_drops_its_timers() {
     assert_eq!(result.state, "waiting");
 }
 
+const STAY: &str = r#"
+name: stay
+data:
+  checked_in: { type: boolean, default: false }
+start: booked
+states:
+  booked:
+    on:
+      checked_in:
+        actions: [ { set: { checked_in: true } } ]
+      cancel:
+        when: "!data.checked_in"
+        goto: refunding
+      checked_out: done
+  refunding:
+    on:
+      refund.succeeded: cancelled
+  cancelled: { final: cancelled }
+  done: { final: completed }
+"#;
+
+fn stay() -> (WorkflowDef, Stored) {
+    let (def, diagnostics) = validate("stay.yaml", STAY, &Catalog::default());
+    assert_eq!(diagnostics, vec![]);
+    let def = def.unwrap_or_else(|| panic!("no definition"));
+    let Started { transition, .. } =
+        start(&def, "i1", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let stored = Stored {
+        state: transition.state.clone(),
+        status: transition.status,
+        input: json!({}),
+        data: transition.data.clone(),
+        entry_seq: transition.entry_seq,
+    };
+    (def, stored)
+}
+
+#[test]
+fn a_state_that_handles_cancel_decides_what_cancelling_does() {
+    let (def, mut stored) = stay();
+    let cancel = Event::Cancel {
+        reason: Some("guest changed plans".into()),
+    };
+    let result = step(&def, &stored.view(), &cancel, now()).unwrap_or_else(|e| panic!("{e}"));
+    // Not the default end: the flow goes to refund first.
+    assert_eq!(result.state, "refunding");
+    assert_eq!(result.status, Status::Active);
+    assert!(result.history.iter().any(|h| h.kind == "event"
+        && h.detail["type"] == "cancel"
+        && h.detail["payload"]["reason"] == "guest changed plans"));
+    stored.apply(&result);
+    // In `refunding` nothing handles cancel: the default applies.
+    let result =
+        step(&def, &stored.view(), &named("cancel"), now()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(result.status, Status::Final(crate::dsl::Outcome::Cancelled));
+    assert_eq!(result.state, "refunding");
+}
+
+#[test]
+fn a_cancel_guard_can_refuse_the_cancel() {
+    let (def, mut stored) = stay();
+    let checked_in =
+        step(&def, &stored.view(), &named("checked_in"), now()).unwrap_or_else(|e| panic!("{e}"));
+    stored.apply(&checked_in);
+    let refused = step(&def, &stored.view(), &Event::Cancel { reason: None }, now());
+    assert!(
+        matches!(&refused, Err(Error::GuardRejected { event_type, .. }) if event_type == "cancel"),
+        "{refused:?}"
+    );
+    // The named form of cancel takes the same path.
+    let refused = step(&def, &stored.view(), &named("cancel"), now());
+    assert!(
+        matches!(refused, Err(Error::GuardRejected { .. })),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_named_cancel_event_cancels_a_state_that_does_not_handle_it() {
+    let def = follow_up();
+    let (stored, _) = started(&def);
+    assert!(def.handles(&stored.state, "cancel"));
+    let result =
+        step(&def, &stored.view(), &named("cancel"), now()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(result.status, Status::Final(crate::dsl::Outcome::Cancelled));
+    assert!(result.history.iter().any(|h| h.kind == "cancel_requested"));
+}
+
 const GUARDED: &str = r#"
 name: guarded
 inputs:

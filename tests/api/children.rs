@@ -34,14 +34,7 @@ states:
 "#;
 
 async fn start_parent(app: &TestApp, patient: &str) -> (String, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/workflows"))
-        .bearer_auth(&app.key)
-        .body(PARENT)
-        .send()
-        .await;
-    let (status, body) = crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await;
+    let (status, body) = app.deploy(PARENT).await;
     assert!(status == 201 || status == 200, "{body}");
     let (status, parent) = app
         .post("/api/v1/instances", &json!({"workflow": "visit_close", "input": {"patient": {"id": patient}, "department": "心内科"}}))

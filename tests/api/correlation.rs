@@ -34,14 +34,7 @@ states:
 "#;
 
 async fn deploy_and_start(app: &TestApp, registration: &str) -> String {
-    let response = app
-        .client
-        .post(app.url("/api/v1/workflows"))
-        .bearer_auth(&app.key)
-        .body(FLOW)
-        .send()
-        .await;
-    let (status, body) = crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await;
+    let (status, body) = app.deploy(FLOW).await;
     assert!(status == 201 || status == 200, "{body}");
     let (status, body) = app
         .post("/api/v1/instances", &json!({"workflow": "registration_payment", "input": {"patient": {"id": "p1"}, "registration_id": registration}}))

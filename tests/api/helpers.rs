@@ -237,6 +237,18 @@ impl TestApp {
         read(response).await
     }
 
+    /// Deploys a workflow's YAML through the API; returns status and body.
+    pub async fn deploy(&self, source: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .post(self.url("/api/v1/workflows"))
+            .bearer_auth(&self.key)
+            .body(source.to_owned())
+            .send()
+            .await;
+        read(response.unwrap_or_else(|e| panic!("{e}"))).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post_raw(path, &self.key, body.to_string(), None).await
     }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod cancel;
 mod children;
 mod cli;
 mod correlation;

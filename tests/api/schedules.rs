@@ -30,17 +30,6 @@ states:
   done: { final: completed }
 "#;
 
-async fn deploy(app: &TestApp, source: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .post(app.url("/api/v1/workflows"))
-        .bearer_auth(&app.key)
-        .body(source.to_owned())
-        .send()
-        .await;
-    crate::helpers::read(response.unwrap_or_else(|e| panic!("{e}"))).await
-}
-
 async fn sweeps(app: &TestApp) -> Vec<Value> {
     let (_, list) = app.get("/api/v1/instances?workflow=daily_sweep").await;
     list["items"].as_array().cloned().unwrap_or_default()
@@ -50,7 +39,7 @@ async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_
     app: TestApp,
 ) {
     // The clock starts at 2026-11-20 08:00 UTC, 16:00 in Shanghai.
-    assert_eq!(deploy(&app, SWEEP).await.0, 201);
+    assert_eq!(app.deploy(SWEEP).await.0, 201);
     let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
     assert_eq!(
         detail["schedules"],
@@ -79,8 +68,10 @@ async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_
     assert!(due.contains(&"2026-11-22T01:00:00.000Z"), "{due:?}");
 
     // The same content again changes nothing; new content replaces the schedule.
-    assert_eq!(deploy(&app, SWEEP).await.0, 200);
-    let (status, _) = deploy(&app, &SWEEP.replace("\"0 0 8 * * *\"", "\"0 30 8 * * *\"")).await;
+    assert_eq!(app.deploy(SWEEP).await.0, 200);
+    let (status, _) = app
+        .deploy(&SWEEP.replace("\"0 0 8 * * *\"", "\"0 30 8 * * *\""))
+        .await;
     assert_eq!(status, 201);
     let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
     assert_eq!(detail["schedules"].as_array().map(Vec::len), Some(1));

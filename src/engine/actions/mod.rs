@@ -19,6 +19,8 @@ pub struct ActionContext<'a> {
     pub input: &'a serde_json::Value,
     pub data: &'a mut serde_json::Value,
     pub scope: &'a Scope,
+    /// The event being handled (`{type, payload}`); on start, `{type: "start"}`.
+    pub event: &'a serde_json::Value,
     pub instance_id: &'a str,
     pub state: &'a str,
     pub now: DateTime<Utc>,

@@ -24,6 +24,7 @@ pub fn run(action: &SendAction, context: &mut ActionContext<'_>) -> Result<(), E
         "input": context.input,
         "data": context.data,
         "party": party_json,
+        "event": context.event,
         "instance": {"id": context.instance_id, "workflow": context.def.name, "state": context.state},
         "now": context.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
