@@ -504,13 +504,8 @@ impl Runtime {
                 consume,
             };
             match self.store.commit(&current, &transition, extras, now).await {
-                Ok(()) => {
+                Ok(instance) => {
                     self.wake.notify_one();
-                    let instance = self
-                        .store
-                        .instance(tenant_id, instance_id)
-                        .await?
-                        .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
                     return Ok(EventResult {
                         instance,
                         applied: transition.applied,
@@ -739,15 +734,9 @@ impl Runtime {
                 )
                 .await
             {
-                Ok(()) => {
+                Ok(row) => {
                     self.wake.notify_one();
-                    if let Some(row) = self
-                        .store
-                        .instance(&timer.tenant_id, &timer.instance_id)
-                        .await?
-                    {
-                        self.after_commit(row).await?;
-                    }
+                    self.after_commit(row).await?;
                     return Ok(());
                 }
                 Err(store::Error::Conflict) => {

@@ -392,7 +392,7 @@ impl Store {
         transition: &Transition,
         extras: CommitExtras<'_>,
         now: DateTime<Utc>,
-    ) -> Result<()> {
+    ) -> Result<InstanceRow> {
         let txn = self.db.begin().await?;
         if let Some(timer_id) = extras.fired_timer {
             let deleted = timers::Entity::delete_by_id(timer_id).exec(&txn).await?;
@@ -474,7 +474,21 @@ impl Store {
             insert_idempotency(&txn, &current.tenant_id, record, now).await?;
         }
         txn.commit().await?;
-        Ok(())
+        // The row as committed, without reading it back.
+        let mut row = current.clone();
+        row.revision += 1;
+        row.history_len = history_len;
+        row.updated_at_ms = ms(now);
+        if transition.applied {
+            row.state.clone_from(&transition.state);
+            row.status = transition.status.as_str().to_owned();
+            row.data = transition.data.to_string();
+            row.entry_seq = transition.entry_seq;
+            if transition.status.is_final() && row.ended_at_ms.is_none() {
+                row.ended_at_ms = Some(ms(now));
+            }
+        }
+        Ok(row)
     }
 
     /// # Errors

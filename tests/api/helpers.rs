@@ -103,6 +103,15 @@ impl TestApp {
                     .execute_unprepared(&format!("CREATE DATABASE {name}"))
                     .await
                     .unwrap_or_else(|e| panic!("{e}"));
+                // Tests check behaviour, not what survives the machine losing
+                // power: commits need not wait for the disk. (A killed o2flow
+                // process loses nothing either way; benchmarks keep the default.)
+                admin
+                    .execute_unprepared(&format!(
+                        "ALTER DATABASE {name} SET synchronous_commit = off"
+                    ))
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}"));
                 admin.close().await.ok();
                 (format!("{}/{name}", postgres_admin_url()), Some(name))
             }

@@ -12,6 +12,7 @@ mod dsl_fixtures;
 mod follow_up;
 mod incidents;
 mod instances;
+mod long_history;
 mod migrations;
 mod nodes;
 mod schedules;
