@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use o2flow::engine::Event;
-use o2flow::runtime::{Options, RetryPolicy, Runtime, StartRequest, SystemClock};
+use o2flow::runtime::{Options, Runtime, StartRequest, SystemClock};
 use o2flow::store::Store;
 use o2flow::templates::Templates;
 use sea_orm::{ConnectionTrait, Database};
@@ -49,13 +49,12 @@ async fn run(label: &str, url: &str, total: usize, concurrency: usize) {
         "{{ party.id }}: please book your revisit",
     )])
     .unwrap_or_else(|e| panic!("{e}"));
-    let runtime = Arc::new(Runtime::new(Options {
+    let runtime = Arc::new(Runtime::new(Options::new(
         store,
-        clock: Arc::new(SystemClock),
-        templates: Arc::new(templates),
-        public_url: "http://bench".into(),
-        retry: RetryPolicy::default(),
-    }));
+        Arc::new(SystemClock),
+        Arc::new(templates),
+        "http://bench".into(),
+    )));
     runtime
         .deploy("bench", "bench.yaml", FLOW)
         .await

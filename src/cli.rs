@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
 use crate::dsl::{self, Catalog};
-use crate::runtime::{Options, RetryPolicy, Runtime, SystemClock};
+use crate::runtime::{Options, Runtime, SystemClock, WebhookConfig};
 use crate::store::{Store, ROLES};
 use crate::templates::Templates;
 
@@ -32,19 +32,7 @@ pub struct DatabaseArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate and deploy `workflows/`, then serve the HTTP API.
-    Serve {
-        #[arg(long, env = "O2FLOW_BIND", default_value = "127.0.0.1:8080")]
-        bind: String,
-        #[command(flatten)]
-        database: DatabaseArgs,
-        #[arg(long, default_value = "workflows")]
-        workflows: PathBuf,
-        #[arg(long, default_value = "templates")]
-        templates: PathBuf,
-        /// The address people reach o2flow at, used in links inside messages.
-        #[arg(long, env = "O2FLOW_PUBLIC_URL")]
-        public_url: Option<String>,
-    },
+    Serve(ServeArgs),
     /// Check workflow files (default: `workflows/`); exit 1 on any problem.
     Validate {
         paths: Vec<PathBuf>,
@@ -64,6 +52,35 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "O2FLOW_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[arg(long, default_value = "workflows")]
+    pub workflows: PathBuf,
+    #[arg(long, default_value = "templates")]
+    pub templates: PathBuf,
+    /// The address people reach o2flow at, used in links inside messages.
+    #[arg(long, env = "O2FLOW_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Where the `webhook` channel posts messages (the hospital's or hotel's own system).
+    #[arg(long, env = "O2FLOW_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// A file holding the secret that signs webhook bodies (HMAC-SHA256); or set O2FLOW_WEBHOOK_SECRET.
+    #[arg(long)]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// How long claimed timers and outbox rows stay with this process: after
+    /// it dies, another process (or this one restarted) takes them over.
+    #[arg(long, env = "O2FLOW_CLAIM_LEASE", default_value = "30s", value_parser = parse_lease)]
+    pub claim_lease: chrono::Duration,
+}
+
+fn parse_lease(text: &str) -> Result<chrono::Duration, String> {
+    crate::domain::parse_duration(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -196,32 +213,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             println!("{}", store.create_api_key(&tenant, &role, now).await?);
             Ok(0)
         }
-        Command::Serve {
-            bind,
-            database,
-            workflows,
-            templates,
-            public_url,
-        } => {
-            serve(
-                &bind,
-                &database.database_url,
-                &workflows,
-                &templates,
-                public_url,
-            )
-            .await
-        }
+        Command::Serve(args) => serve(args).await,
     }
 }
 
-async fn serve(
-    bind: &str,
-    database_url: &str,
-    workflows: &Path,
-    templates_dir: &Path,
-    public_url: Option<String>,
-) -> anyhow::Result<i32> {
+async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
+    let ServeArgs {
+        bind,
+        database,
+        workflows,
+        templates: templates_dir,
+        public_url,
+        webhook_url,
+        webhook_secret_file,
+        claim_lease,
+    } = args;
+    let (bind, database_url, workflows, templates_dir) = (
+        bind.as_str(),
+        database.database_url.as_str(),
+        workflows.as_path(),
+        templates_dir.as_path(),
+    );
+    let webhook_secret = match webhook_secret_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("O2FLOW_WEBHOOK_SECRET").ok(),
+    };
+    let webhook = webhook_url.map(|url| WebhookConfig {
+        url,
+        secret: webhook_secret,
+    });
     let (catalog, templates) = catalog_from(templates_dir)?;
     let files = if workflows.exists() {
         workflow_files(&[workflows.to_path_buf()])?
@@ -243,11 +268,14 @@ async fn serve(
     let address = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
     let runtime = Arc::new(Runtime::new(Options {
-        store: store.clone(),
-        clock: Arc::new(SystemClock),
-        templates: Arc::new(templates),
-        public_url: public_url.clone(),
-        retry: RetryPolicy::default(),
+        webhook,
+        lease: claim_lease,
+        ..Options::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(templates),
+            public_url.clone(),
+        )
     }));
     let now = chrono::Utc::now();
     let mut first_key = None;

@@ -91,14 +91,18 @@ pub struct SetAction {
 pub enum Channel {
     /// The built-in web inbox (`GET /api/v1/inbox/{party_id}`).
     Inbox,
+    /// A signed POST to the hospital's or hotel's own system
+    /// (`--webhook-url`), with the effect key as `Idempotency-Key`.
+    Webhook,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 1] = [Channel::Inbox];
+    pub const ALL: [Channel; 2] = [Channel::Inbox, Channel::Webhook];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Inbox => "inbox",
+            Channel::Webhook => "webhook",
         }
     }
 }

@@ -20,7 +20,10 @@ use futures::future::join_all;
 use serde_json::json;
 use tokio::sync::{watch, Notify};
 
-use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
+pub use crate::channels::webhook::WebhookConfig;
+use crate::channels::webhook::{Webhook, WebhookMessage};
+use crate::channels::DeliveryError;
+use crate::dsl::{self, Catalog, Channel, Diagnostic, WorkflowDef};
 use crate::engine::{self, Event, NotifyParentEffect, SendEffect, StartChildEffect};
 use crate::store::{
     self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
@@ -67,6 +70,31 @@ pub struct Options {
     /// The address people reach o2flow at, for links in messages.
     pub public_url: String,
     pub retry: RetryPolicy,
+    /// Where the `webhook` channel posts; none: such sends fail for good.
+    pub webhook: Option<WebhookConfig>,
+    /// How long a claimed timer or outbox row stays with this process; if
+    /// it dies, another takes the work over after this.
+    pub lease: chrono::Duration,
+}
+
+impl Options {
+    /// Options with the defaults: no webhook, a 30 s lease, the default retry policy.
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        templates: Arc<Templates>,
+        public_url: String,
+    ) -> Options {
+        Options {
+            store,
+            clock,
+            templates,
+            public_url,
+            retry: RetryPolicy::default(),
+            webhook: None,
+            lease: DEFAULT_LEASE,
+        }
+    }
 }
 
 /// A request to start an instance.
@@ -121,6 +149,8 @@ pub struct Runtime {
     retry: RetryPolicy,
     definitions: RwLock<HashMap<i64, Arc<WorkflowDef>>>,
     wake: Notify,
+    webhook: Option<Webhook>,
+    lease: chrono::Duration,
 }
 
 const MAX_CONFLICT_RETRIES: usize = 8;
@@ -141,8 +171,8 @@ const BATCH: u64 = 256;
 const BATCH_LEN: usize = 256;
 
 /// How long a claimed timer or outbox row stays with the process that
-/// claimed it; if that process dies, another takes it over after this.
-const LEASE: chrono::Duration = chrono::Duration::seconds(30);
+/// claimed it, unless configured otherwise.
+pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
@@ -154,6 +184,8 @@ impl Runtime {
             retry: options.retry,
             definitions: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            webhook: options.webhook.map(Webhook::new),
+            lease: options.lease,
         }
     }
 
@@ -232,7 +264,7 @@ impl Runtime {
     pub async fn fire_due_schedules(&self) -> Result<usize, Error> {
         let due = self
             .store
-            .claim_due_schedules(self.now(), LEASE, BATCH)
+            .claim_due_schedules(self.now(), self.lease, BATCH)
             .await?;
         let mut started = 0;
         for schedule in due {
@@ -664,7 +696,7 @@ impl Runtime {
         loop {
             let due = self
                 .store
-                .claim_due_timers(self.now(), LEASE, BATCH)
+                .claim_due_timers(self.now(), self.lease, BATCH)
                 .await?;
             fired += run_all(&due, |timer| self.fire_logged(timer)).await?;
             if due.len() < BATCH_LEN {
@@ -764,7 +796,10 @@ impl Runtime {
     pub async fn drain_outbox(&self) -> Result<usize, Error> {
         let mut done = 0;
         loop {
-            let rows = self.store.claim_outbox(self.now(), LEASE, BATCH).await?;
+            let rows = self
+                .store
+                .claim_outbox(self.now(), self.lease, BATCH)
+                .await?;
             done += run_all(&rows, |row| self.execute(row)).await?;
             if rows.len() < BATCH_LEN {
                 return Ok(done);
@@ -938,6 +973,8 @@ impl Runtime {
             .ok_or(Error::IncidentNotFound(id))
     }
 
+    /// Renders the message and tries its channels in order; the first that
+    /// takes it delivers it, and the outbox row is done with it.
     async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {
         let mut context = send.context.clone();
         if let Some(object) = context.as_object_mut() {
@@ -947,15 +984,67 @@ impl Runtime {
             .templates
             .render(&send.template, &context)
             .map_err(|e| Failure::Permanent(e.to_string()))?;
+        let mut last = Failure::Permanent("the send has no channel".into());
+        for channel in &send.channels {
+            let outcome = match channel {
+                Channel::Inbox => self
+                    .store
+                    .deliver_to_inbox(
+                        row,
+                        &send.to.id,
+                        &send.template,
+                        &rendered.title,
+                        &rendered.body,
+                        self.now(),
+                    )
+                    .await
+                    .map_err(|e| Failure::Transient(e.to_string())),
+                Channel::Webhook => self.post_webhook(row, send, &rendered).await,
+            };
+            match outcome {
+                Ok(()) => return Ok(()),
+                Err(failure) => {
+                    tracing::warn!(
+                        outbox.id = row.id,
+                        "channel {} failed: {}",
+                        channel.as_str(),
+                        failure.message()
+                    );
+                    last = failure;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn post_webhook(
+        &self,
+        row: &store::OutboxRow,
+        send: &SendEffect,
+        rendered: &crate::templates::Rendered,
+    ) -> Result<(), Failure> {
+        let Some(webhook) = &self.webhook else {
+            return Err(Failure::Permanent(
+                "the webhook channel is not configured (--webhook-url)".into(),
+            ));
+        };
+        let message = WebhookMessage {
+            key: &row.effect_key,
+            tenant_id: &row.tenant_id,
+            instance_id: &row.instance_id,
+            to: &send.to.id,
+            template: &send.template,
+            purpose: send.purpose.as_deref(),
+            title: &rendered.title,
+            body: &rendered.body,
+        };
+        let status = webhook.post(&message).await.map_err(|e| match e {
+            DeliveryError::Transient(m) => Failure::Transient(m),
+            DeliveryError::Permanent(m) => Failure::Permanent(m),
+        })?;
+        let detail = json!({"effect": row.kind, "key": row.effect_key, "channel": "webhook", "status": status, "attempt": row.attempts + 1});
         self.store
-            .deliver_to_inbox(
-                row,
-                &send.to.id,
-                &send.template,
-                &rendered.title,
-                &rendered.body,
-                self.now(),
-            )
+            .outbox_done(row, &detail, self.now())
             .await
             .map_err(|e| Failure::Transient(e.to_string()))
     }
@@ -1008,6 +1097,14 @@ impl Runtime {
 enum Failure {
     Transient(String),
     Permanent(String),
+}
+
+impl Failure {
+    fn message(&self) -> &str {
+        match self {
+            Failure::Transient(m) | Failure::Permanent(m) => m,
+        }
+    }
 }
 
 /// Runs `work` over `rows`, `IN_FLIGHT` at a time; counts the `true`s.

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use o2flow::runtime::{Clock, ManualClock, Options, RetryPolicy, Runtime};
+use o2flow::runtime::{Clock, ManualClock, Options, Runtime};
 use o2flow::store::Store;
 use o2flow::templates::Templates;
 use sea_orm::{ConnectionTrait, Database};
@@ -76,13 +76,12 @@ pub fn runtime_on(store: Store, clock: Arc<ManualClock>) -> Arc<Runtime> {
 
 /// A runtime with the given templates (to make a delivery fail, then not).
 pub fn runtime_with(store: Store, clock: Arc<ManualClock>, templates: Templates) -> Arc<Runtime> {
-    Arc::new(Runtime::new(Options {
+    Arc::new(Runtime::new(Options::new(
         store,
         clock,
-        templates: Arc::new(templates),
-        public_url: "http://o2flow.test".into(),
-        retry: RetryPolicy::default(),
-    }))
+        Arc::new(templates),
+        "http://o2flow.test".into(),
+    )))
 }
 
 impl TestApp {

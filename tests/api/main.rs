@@ -8,6 +8,7 @@ mod cancel;
 mod children;
 mod cli;
 mod correlation;
+mod crash;
 mod dsl_fixtures;
 mod follow_up;
 mod incidents;
