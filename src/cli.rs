@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +86,22 @@ pub struct ServeArgs {
 
 fn parse_lease(text: &str) -> Result<chrono::Duration, String> {
     crate::domain::parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Set a tenant's IANA time zone (default Asia/Shanghai): the zone of its
+    /// schedules that name none, moved at once.
+    SetTimeZone {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        time_zone: String,
+        #[arg(long, default_value = "templates")]
+        templates: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +233,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             store.ensure_tenant(&tenant, &tenant, now).await?;
             println!("{}", store.create_api_key(&tenant, &role, now).await?);
             Ok(0)
+        }
+        Command::Tenants {
+            command:
+                TenantsCommand::SetTimeZone {
+                    tenant,
+                    time_zone,
+                    templates,
+                    database,
+                },
+        } => {
+            let (_, templates) = catalog_from(&templates)?;
+            let store = Store::connect(&database.database_url).await?;
+            let runtime = Runtime::new(Options::new(
+                store,
+                Arc::new(SystemClock),
+                Arc::new(templates),
+                String::new(),
+            ));
+            match runtime.set_tenant_time_zone(&tenant, &time_zone).await {
+                Ok(()) => {
+                    println!("tenant `{tenant}` now runs in {time_zone}");
+                    Ok(0)
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    Ok(1)
+                }
+            }
         }
         Command::Serve(args) => serve(args).await,
     }

@@ -12,6 +12,9 @@ use super::expr::DEFAULT_TIME_ZONE;
 pub struct CronSpec {
     pub source: String,
     pub zone: chrono_tz::Tz,
+    /// The zone was written in the file; otherwise it is a default that a
+    /// tenant's own time zone replaces.
+    pub zone_written: bool,
     schedule: cron::Schedule,
 }
 
@@ -21,6 +24,7 @@ impl CronSpec {
     /// # Errors
     /// A code and a message: `bad_cron`, `bad_time_zone` or `cron_never_fires`.
     pub fn parse(source: &str, zone: Option<&str>) -> Result<CronSpec, (&'static str, String)> {
+        let zone_written = zone.is_some();
         let zone_name = zone.unwrap_or(DEFAULT_TIME_ZONE);
         let zone: chrono_tz::Tz = zone_name.parse().map_err(|_| {
             (
@@ -43,8 +47,19 @@ impl CronSpec {
         Ok(CronSpec {
             source: source.to_owned(),
             zone,
+            zone_written,
             schedule,
         })
+    }
+
+    /// This expression in `zone`, unless the file named a zone itself.
+    #[must_use]
+    pub fn with_default_zone(&self, zone: chrono_tz::Tz) -> CronSpec {
+        let mut spec = self.clone();
+        if !spec.zone_written {
+            spec.zone = zone;
+        }
+        spec
     }
 
     /// The first time strictly after `at`, if any.
@@ -73,6 +88,27 @@ mod tests {
         assert_eq!(
             daily.next_after(at),
             Utc.with_ymd_and_hms(2026, 11, 21, 0, 0, 0).single()
+        );
+    }
+
+    #[test]
+    fn a_tenant_zone_replaces_only_the_default() {
+        let at = Utc
+            .with_ymd_and_hms(2026, 11, 20, 8, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let berlin: chrono_tz::Tz = chrono_tz::Europe::Berlin;
+        let default = CronSpec::parse("0 0 8 * * *", None).unwrap_or_else(|e| panic!("{e:?}"));
+        // 08:00 in Berlin (UTC+1 in November) is 07:00 UTC, on the 21st.
+        assert_eq!(
+            default.with_default_zone(berlin).next_after(at),
+            Utc.with_ymd_and_hms(2026, 11, 21, 7, 0, 0).single()
+        );
+        let written = CronSpec::parse("0 0 8 * * *", Some("Asia/Shanghai"))
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            written.with_default_zone(berlin).zone,
+            chrono_tz::Asia::Shanghai
         );
     }
 

@@ -87,6 +87,10 @@ impl From<runtime::Error> for ApiError {
             R::UnknownBranch(name) => {
                 ApiError::unprocessable("unknown_branch", format!("there is no branch `{name}`"))
             }
+            R::TenantNotFound(id) => {
+                ApiError::not_found("tenant_not_found", format!("there is no tenant `{id}`"))
+            }
+            error @ R::BadTimeZone(_) => ApiError::unprocessable("bad_time_zone", error.to_string()),
             R::InstanceNotFound(id) => {
                 ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
             }

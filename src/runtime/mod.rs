@@ -38,6 +38,10 @@ pub enum Error {
     UnknownWorkflow(String),
     #[error("there is no branch `{0}`")]
     UnknownBranch(String),
+    #[error("there is no tenant `{0}`")]
+    TenantNotFound(String),
+    #[error("`{0}` is not an IANA time zone such as Asia/Shanghai")]
+    BadTimeZone(String),
     #[error("there is no instance `{0}`")]
     InstanceNotFound(String),
     #[error("the workflow has {} problem(s)", .0.len())]
@@ -151,7 +155,11 @@ pub struct Runtime {
     wake: Notify,
     webhook: Option<Webhook>,
     lease: chrono::Duration,
+    /// Per tenant: `keep_for` by event type, and the latest definition id it was built from.
+    keep_for: RwLock<KeepForCache>,
 }
+
+type KeepForCache = HashMap<String, (Option<i64>, Arc<HashMap<String, Duration>>)>;
 
 const MAX_CONFLICT_RETRIES: usize = 8;
 
@@ -186,6 +194,7 @@ impl Runtime {
             wake: Notify::new(),
             webhook: options.webhook.map(Webhook::new),
             lease: options.lease,
+            keep_for: RwLock::new(HashMap::new()),
         }
     }
 
@@ -230,31 +239,61 @@ impl Runtime {
         if created {
             // A new version replaces the workflow's schedules; the same
             // content again leaves them as they are.
-            let now = self.now();
-            let schedules: Vec<NewSchedule> = def
-                .schedules
-                .iter()
-                .enumerate()
-                .filter_map(|(index, schedule)| {
-                    schedule
-                        .cron
-                        .next_after(now)
-                        .map(|next_fire_at| NewSchedule {
-                            index,
-                            cron: schedule.cron.source.clone(),
-                            time_zone: schedule.cron.zone.name().to_owned(),
-                            next_fire_at,
-                        })
-                })
-                .collect();
+            let zone = self.tenant_zone(tenant_id).await?;
+            let schedules = schedules_of(&def, zone, self.now());
             self.store
-                .replace_schedules(tenant_id, &row, &schedules, now)
+                .replace_schedules(tenant_id, &row, &schedules, self.now())
                 .await?;
         }
         if let Ok(mut cache) = self.definitions.write() {
             cache.insert(row.id, Arc::new(def));
         }
         Ok((row, created))
+    }
+
+    /// Sets a tenant's time zone; its schedules that name no zone of their
+    /// own move to it at once.
+    ///
+    /// # Errors
+    /// `BadTimeZone`, `TenantNotFound`, or a store error.
+    pub async fn set_tenant_time_zone(&self, tenant_id: &str, zone: &str) -> Result<(), Error> {
+        let tz: chrono_tz::Tz = zone
+            .parse()
+            .map_err(|_| Error::BadTimeZone(zone.to_owned()))?;
+        if !self
+            .store
+            .set_tenant_time_zone(tenant_id, tz.name())
+            .await?
+        {
+            return Err(Error::TenantNotFound(tenant_id.to_owned()));
+        }
+        let mut definitions: Vec<i64> = self
+            .store
+            .schedules(tenant_id)
+            .await?
+            .iter()
+            .map(|s| s.definition_id)
+            .collect();
+        definitions.dedup();
+        for id in definitions {
+            let def = self.definition_by_id(id).await?;
+            let Some(row) = self.store.definition_by_id(id).await? else {
+                continue;
+            };
+            let schedules = schedules_of(&def, tz, self.now());
+            self.store
+                .replace_schedules(tenant_id, &row, &schedules, self.now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The tenant's time zone (Asia/Shanghai unless set otherwise).
+    async fn tenant_zone(&self, tenant_id: &str) -> Result<chrono_tz::Tz, Error> {
+        let zone = self.store.tenant(tenant_id).await?.map(|t| t.time_zone);
+        Ok(zone
+            .and_then(|z| z.parse().ok())
+            .unwrap_or(chrono_tz::Asia::Shanghai))
     }
 
     /// Starts an instance for every schedule that is due. Returns how many started.
@@ -308,9 +347,12 @@ impl Runtime {
         if created {
             tracing::info!(schedule.id = schedule.id, instance.id = %instance.id, "schedule {} started {}", schedule.id, instance.id);
         }
-        // After downtime, one start for the missed times, then on from now.
+        // After downtime, one start for the missed times, then on from now,
+        // in the zone the schedule was deployed with.
+        let zone = schedule.time_zone.parse().unwrap_or(spec.cron.zone);
         let next = spec
             .cron
+            .with_default_zone(zone)
             .next_after(self.now().max(store::from_ms(schedule.next_fire_at_ms)));
         self.store
             .advance_schedule(schedule.id, schedule.next_fire_at_ms, next)
@@ -598,17 +640,40 @@ impl Runtime {
         })
     }
 
-    /// How long the tenant's workflows keep an early event of this type.
+    /// How long the tenant's workflows keep an early event of this type:
+    /// the longest `keep_for` any of its versions declares, else 1 h. Cached
+    /// per tenant until a version is deployed (by any process).
     async fn keep_for(&self, tenant_id: &str, event_type: &str) -> Result<Duration, Error> {
-        let mut keep = None;
-        for row in self.store.definitions(tenant_id).await? {
-            if let Ok(def) = self.definition(&row).await {
-                if let Some(duration) = def.keep_events_for.get(event_type) {
-                    keep = Some(keep.map_or(*duration, |k: Duration| k.max(*duration)));
+        let latest = self.store.latest_definition_id(tenant_id).await?;
+        let cached = self
+            .keep_for
+            .read()
+            .ok()
+            .and_then(|cache| cache.get(tenant_id).cloned())
+            .filter(|(id, _)| *id == latest);
+        let table = match cached {
+            Some((_, table)) => table,
+            None => {
+                let mut table: HashMap<String, Duration> = HashMap::new();
+                for row in self.store.definitions(tenant_id).await? {
+                    if let Ok(def) = self.definition(&row).await {
+                        for (event, duration) in &def.keep_events_for {
+                            let entry = table.entry(event.clone()).or_insert(*duration);
+                            *entry = (*entry).max(*duration);
+                        }
+                    }
                 }
+                let table = Arc::new(table);
+                if let Ok(mut cache) = self.keep_for.write() {
+                    cache.insert(tenant_id.to_owned(), (latest, table.clone()));
+                }
+                table
             }
-        }
-        Ok(keep.unwrap_or(dsl::DEFAULT_KEEP_EVENTS_FOR))
+        };
+        Ok(table
+            .get(event_type)
+            .copied()
+            .unwrap_or(dsl::DEFAULT_KEEP_EVENTS_FOR))
     }
 
     /// Delivers the kept events of a business key to the active instances
@@ -1105,6 +1170,28 @@ impl Failure {
             Failure::Transient(m) | Failure::Permanent(m) => m,
         }
     }
+}
+
+/// The schedules of a definition as deployed for a tenant: one without a
+/// zone of its own runs in the tenant's.
+fn schedules_of(
+    def: &WorkflowDef,
+    tenant_zone: chrono_tz::Tz,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<NewSchedule> {
+    def.schedules
+        .iter()
+        .enumerate()
+        .filter_map(|(index, schedule)| {
+            let cron = schedule.cron.with_default_zone(tenant_zone);
+            cron.next_after(now).map(|next_fire_at| NewSchedule {
+                index,
+                cron: cron.source.clone(),
+                time_zone: cron.zone.name().to_owned(),
+                next_fire_at,
+            })
+        })
+        .collect()
 }
 
 /// Runs `work` over `rows`, `IN_FLIGHT` at a time; counts the `true`s.

@@ -132,6 +132,28 @@ impl Store {
             .await?)
     }
 
+    /// # Errors
+    /// A database error.
+    pub async fn tenant(&self, id: &str) -> Result<Option<TenantRow>> {
+        Ok(tenants::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?)
+    }
+
+    /// Sets the tenant's time zone (an IANA name, checked by the caller).
+    /// Returns false when there is no such tenant.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn set_tenant_time_zone(&self, id: &str, zone: &str) -> Result<bool> {
+        let result = tenants::Entity::update_many()
+            .col_expr(tenants::Column::TimeZone, Expr::value(zone))
+            .filter(tenants::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(result.rows_affected == 1)
+    }
+
     /// Creates the tenant (and a first branch `main`) unless it exists.
     /// Returns true when it was created.
     ///
@@ -318,6 +340,23 @@ impl Store {
             .order_by_asc(workflow_definitions::Column::Name)
             .order_by_asc(workflow_definitions::Column::Version)
             .all(&self.db)
+            .await?)
+    }
+
+    /// The highest definition id of a tenant: it changes exactly when a
+    /// version is deployed, so caches of "all the tenant's workflows" key on it.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn latest_definition_id(&self, tenant_id: &str) -> Result<Option<i64>> {
+        Ok(workflow_definitions::Entity::find()
+            .select_only()
+            .column(workflow_definitions::Column::Id)
+            .filter(workflow_definitions::Column::TenantId.eq(tenant_id))
+            .order_by_desc(workflow_definitions::Column::Id)
+            .limit(1)
+            .into_tuple::<i64>()
+            .one(&self.db)
             .await?)
     }
 

@@ -85,6 +85,41 @@ fn keys_create_prints_only_a_key_that_the_database_knows() {
     ]);
     assert_ne!(code, 0);
     assert!(stderr.contains("root"), "{stderr}");
+
+    // The tenant's time zone, checked before it is stored.
+    let set = |zone: &str, tenant: &str| {
+        o2flow(&[
+            "tenants",
+            "set-time-zone",
+            "--tenant",
+            tenant,
+            "--time-zone",
+            zone,
+            "--database-url",
+            &url,
+        ])
+    };
+    let (code, stdout, stderr) = set("Europe/Berlin", "cityhotel");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("Europe/Berlin"), "{stdout}");
+    let (code, _, stderr) = set("Mars/Olympus", "cityhotel");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not an IANA time zone"), "{stderr}");
+    let (code, _, stderr) = set("Asia/Shanghai", "nobody");
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no tenant `nobody`"), "{stderr}");
+    let zone = runtime.block_on(async {
+        let store = o2flow::store::Store::connect(&url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .tenant("cityhotel")
+            .await
+            .ok()
+            .flatten()
+            .map(|t| t.time_zone)
+    });
+    assert_eq!(zone.as_deref(), Some("Europe/Berlin"));
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }

@@ -92,3 +92,42 @@ async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_
     assert_eq!(first["data"]["rounds"], 2);
 }
 storage_test!(a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_replace_it);
+
+async fn a_schedule_without_a_zone_runs_in_the_tenants_zone(app: TestApp) {
+    // A hotel chain in Europe: its daily 08:00 is 07:00 UTC in November.
+    app.runtime
+        .set_tenant_time_zone("acme", "Europe/Berlin")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let source = SWEEP.replace("    time_zone: Asia/Shanghai\n", "");
+    assert_eq!(app.deploy(&source).await.0, 201);
+    let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
+    assert_eq!(detail["schedules"][0]["time_zone"], "Europe/Berlin");
+    assert_eq!(
+        detail["schedules"][0]["next_fire_at"],
+        "2026-11-21T07:00:00.000Z"
+    );
+
+    // Moving the tenant moves the schedule at once; a zone written in the
+    // file would stay.
+    app.runtime
+        .set_tenant_time_zone("acme", "Asia/Urumqi")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, detail) = app.get("/api/v1/workflows/daily_sweep").await;
+    assert_eq!(detail["schedules"][0]["time_zone"], "Asia/Urumqi");
+    assert_eq!(
+        detail["schedules"][0]["next_fire_at"],
+        "2026-11-21T02:00:00.000Z"
+    );
+    let refused = app
+        .runtime
+        .set_tenant_time_zone("acme", "Mars/Olympus")
+        .await;
+    assert!(refused.is_err());
+
+    app.advance(Duration::hours(18)).await;
+    assert_eq!(sweeps(&app).await.len(), 1);
+    app.advance(Duration::days(4)).await;
+}
+storage_test!(a_schedule_without_a_zone_runs_in_the_tenants_zone);
