@@ -1,8 +1,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use super::entities::{
@@ -625,6 +625,15 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<TimerRow>> {
+        if !self
+            .any_due(
+                "SELECT id FROM timers WHERE due_at_ms <= $1 AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1",
+                now,
+            )
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE timers SET locked_until_ms = $1 WHERE id IN (\
              SELECT id FROM timers WHERE due_at_ms <= $2 AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
@@ -643,6 +652,21 @@ impl Store {
             .await?;
         rows.sort_by_key(|t| (t.due_at_ms, t.id));
         Ok(rows)
+    }
+
+    /// Whether a read-only probe finds anything due: an idle pass of the
+    /// background loop then costs one read, never a write (on PostgreSQL a
+    /// claim is a commit, and commits wait for the disk).
+    async fn any_due(&self, sql: &str, now: DateTime<Utc>) -> Result<bool> {
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [ms(now).into()],
+            ))
+            .await?;
+        Ok(row.is_some())
     }
 
     fn skip_locked(&self) -> &'static str {
@@ -692,6 +716,16 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<OutboxRow>> {
+        if !self
+            .any_due(
+                "SELECT id FROM outbox WHERE status = 'pending' AND available_at_ms <= $1 \
+                 AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1",
+                now,
+            )
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE outbox SET locked_until_ms = $1 WHERE id IN (\
              SELECT id FROM outbox WHERE status = 'pending' AND available_at_ms <= $2 \
@@ -981,6 +1015,15 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<ScheduleRow>> {
+        if !self
+            .any_due(
+                "SELECT id FROM schedules WHERE next_fire_at_ms <= $1 AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1",
+                now,
+            )
+            .await?
+        {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE schedules SET locked_until_ms = $1 WHERE id IN (\
              SELECT id FROM schedules WHERE next_fire_at_ms <= $2 AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
