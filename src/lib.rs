@@ -18,3 +18,4 @@ pub mod http;
 pub mod runtime;
 pub mod store;
 pub mod templates;
+pub mod wechat;

@@ -17,3 +17,4 @@ mod long_history;
 mod migrations;
 mod nodes;
 mod schedules;
+mod wechat_vectors;

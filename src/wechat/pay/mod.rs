@@ -1,0 +1,4 @@
+//! WeChat Pay API v3: request signing, response and callback verification,
+//! notification decryption.
+
+pub mod crypto;
