@@ -1,11 +1,13 @@
 //! Validated value types shared by every layer: money in fen, parties,
 //! durations and outcomes. No IO, no clock.
 
+mod bill;
 mod duration;
 mod money;
 mod party;
 mod retry;
 
+pub use bill::{Adjustment, Bill, BillError, CheckedBill, InsuranceSplit, LineItem, MixPayType};
 pub use duration::{parse_duration, DurationError};
 pub use money::{Money, MoneyError};
 pub use party::Party;

@@ -1,0 +1,361 @@
+//! A medical bill: line items, the 医保 (medical insurance) split decided by
+//! the insurance bureau's pre-settlement, and the hospital's add and reduce
+//! adjustments. All integer fen. A bill that does not add up is refused.
+//!
+//! The invariants (WeChat 医保 mixed payment, `wechat-protocols` §3):
+//!
+//! ```text
+//! Σ items = gov + personal + other + med_ins_cash   (what 医保 pre-settled)
+//! total = Σ items + Σadd = gov + personal + other + med_ins_cash + Σadd
+//! wechat_pay_cash = med_ins_cash + Σadd − Σreduce   (never negative)
+//! so total = gov + personal + other + wechat_pay_cash + Σreduce
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the bill (a drug, an examination, the registration fee).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineItem {
+    pub name: String,
+    /// Fen.
+    pub amount: i64,
+    #[serde(default = "one")]
+    pub quantity: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// An amount the hospital adds to or takes off the self-paid part
+/// (`FREIGHT`, `PRE_PAYMENT` 预交金, `HOSPITAL_REDUCE`…).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adjustment {
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Fen, positive.
+    pub amount: i64,
+}
+
+/// The split decided by 医保 pre-settlement, in fen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsuranceSplit {
+    /// 统筹基金: the pooled fund (`med_ins_gov_fee`).
+    #[serde(default)]
+    pub pooled_fund: i64,
+    /// 个人账户: the personal account (`med_ins_self_fee`).
+    #[serde(default)]
+    pub personal_account: i64,
+    /// Other funds and allowances (`med_ins_other_fee`).
+    #[serde(default)]
+    pub other_funds: i64,
+    /// 自费: what insurance leaves to the patient (`med_ins_cash_fee`).
+    #[serde(default)]
+    pub self_pay: i64,
+}
+
+/// A bill as the HIS sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bill {
+    pub items: Vec<LineItem>,
+    /// Absent: everything is self-paid (no insurance).
+    #[serde(default)]
+    pub insurance: Option<InsuranceSplit>,
+    #[serde(default)]
+    pub add: Vec<Adjustment>,
+    #[serde(default)]
+    pub reduce: Vec<Adjustment>,
+}
+
+/// `mix_pay_type`: which legs the bill has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MixPayType {
+    CashOnly,
+    InsuranceOnly,
+    CashAndInsurance,
+}
+
+/// A bill that adds up, with its derived amounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckedBill {
+    pub bill: Bill,
+    /// `total_fee`: the items plus the additions.
+    pub total: i64,
+    pub split: InsuranceSplit,
+    pub add_total: i64,
+    pub reduce_total: i64,
+    /// What the patient pays through WeChat Pay (`wechat_pay_cash_fee`).
+    pub wechat_pay_cash: i64,
+    pub mix_pay_type: MixPayType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BillError {
+    #[error("the bill has no line items")]
+    NoItems,
+    #[error("{0} is negative ({1} fen): amounts are never negative")]
+    Negative(String, i64),
+    #[error("line item `{0}` has quantity {1}: quantities are at least 1")]
+    BadQuantity(String, i64),
+    #[error("the amounts are too large")]
+    Overflow,
+    #[error("the insurance split adds up to {split} fen, but the items total {total} fen: pooled fund + personal account + other funds + self-pay must equal the items")]
+    SplitMismatch { total: i64, split: i64 },
+    #[error(
+        "the reductions ({reduce} fen) exceed the self-paid part plus additions ({available} fen)"
+    )]
+    ReduceTooLarge { reduce: i64, available: i64 },
+    #[error("nothing to pay: the bill totals 0")]
+    Empty,
+}
+
+impl Bill {
+    /// Checks the invariants and derives the amounts.
+    ///
+    /// # Errors
+    /// The first rule the bill breaks, in words a billing clerk can act on.
+    pub fn check(self) -> Result<CheckedBill, BillError> {
+        if self.items.is_empty() {
+            return Err(BillError::NoItems);
+        }
+        let mut items_total: i64 = 0;
+        for item in &self.items {
+            if item.amount < 0 {
+                return Err(BillError::Negative(
+                    format!("line item `{}`", item.name),
+                    item.amount,
+                ));
+            }
+            if item.quantity < 1 {
+                return Err(BillError::BadQuantity(item.name.clone(), item.quantity));
+            }
+            let line = item
+                .amount
+                .checked_mul(item.quantity)
+                .ok_or(BillError::Overflow)?;
+            items_total = items_total.checked_add(line).ok_or(BillError::Overflow)?;
+        }
+        if items_total == 0 {
+            return Err(BillError::Empty);
+        }
+        let sum = |list: &[Adjustment], what: &str| -> Result<i64, BillError> {
+            list.iter().try_fold(0_i64, |acc, a| {
+                if a.amount < 0 {
+                    return Err(BillError::Negative(
+                        format!("{what} `{}`", a.kind),
+                        a.amount,
+                    ));
+                }
+                acc.checked_add(a.amount).ok_or(BillError::Overflow)
+            })
+        };
+        let add_total = sum(&self.add, "addition")?;
+        let reduce_total = sum(&self.reduce, "reduction")?;
+        let split = match self.insurance {
+            Some(split) => {
+                for (name, value) in [
+                    ("the pooled fund", split.pooled_fund),
+                    ("the personal account", split.personal_account),
+                    ("other funds", split.other_funds),
+                    ("the self-paid part", split.self_pay),
+                ] {
+                    if value < 0 {
+                        return Err(BillError::Negative(name.into(), value));
+                    }
+                }
+                split
+            }
+            // No insurance: the items are self-paid.
+            None => InsuranceSplit {
+                self_pay: items_total,
+                ..InsuranceSplit::default()
+            },
+        };
+        let total = items_total
+            .checked_add(add_total)
+            .ok_or(BillError::Overflow)?;
+        let covered = [
+            split.pooled_fund,
+            split.personal_account,
+            split.other_funds,
+            split.self_pay,
+            add_total,
+        ]
+        .into_iter()
+        .try_fold(0_i64, i64::checked_add)
+        .ok_or(BillError::Overflow)?;
+        if covered != total || split.self_pay < 0 {
+            return Err(BillError::SplitMismatch {
+                total,
+                split: covered,
+            });
+        }
+        let available = split
+            .self_pay
+            .checked_add(add_total)
+            .ok_or(BillError::Overflow)?;
+        if reduce_total > available {
+            return Err(BillError::ReduceTooLarge {
+                reduce: reduce_total,
+                available,
+            });
+        }
+        let wechat_pay_cash = available - reduce_total;
+        let insured = split.pooled_fund + split.personal_account + split.other_funds;
+        let mix_pay_type = match (insured > 0, wechat_pay_cash > 0) {
+            (false, _) => MixPayType::CashOnly,
+            (true, false) => MixPayType::InsuranceOnly,
+            (true, true) => MixPayType::CashAndInsurance,
+        };
+        if mix_pay_type == MixPayType::CashOnly && wechat_pay_cash == 0 {
+            return Err(BillError::Empty);
+        }
+        Ok(CheckedBill {
+            bill: self,
+            total,
+            split,
+            add_total,
+            reduce_total,
+            wechat_pay_cash,
+            mix_pay_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn item(amount: i64) -> LineItem {
+        LineItem {
+            name: "药品".into(),
+            amount,
+            quantity: 1,
+        }
+    }
+
+    fn bill(
+        items: &[i64],
+        split: Option<(i64, i64, i64, i64)>,
+        add: &[i64],
+        reduce: &[i64],
+    ) -> Bill {
+        let adjust = |list: &[i64], kind: &str| {
+            list.iter()
+                .map(|a| Adjustment {
+                    kind: kind.into(),
+                    amount: *a,
+                })
+                .collect()
+        };
+        Bill {
+            items: items.iter().copied().map(item).collect(),
+            insurance: split.map(|(g, p, o, c)| InsuranceSplit {
+                pooled_fund: g,
+                personal_account: p,
+                other_funds: o,
+                self_pay: c,
+            }),
+            add: adjust(add, "FREIGHT"),
+            reduce: adjust(reduce, "PRE_PAYMENT"),
+        }
+    }
+
+    #[test]
+    fn a_prescription_splits_into_insurance_and_self_pay() {
+        // ¥120.00 of drugs: ¥70 pooled fund, ¥20 personal account, ¥30 self-paid,
+        // ¥5 delivery added, ¥10 pre-payment taken off: ¥25 through WeChat Pay.
+        let checked = bill(&[8000, 4000], Some((7000, 2000, 0, 3000)), &[500], &[1000])
+            .check()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(checked.total, 12500);
+        assert_eq!(checked.wechat_pay_cash, 2500);
+        assert_eq!(checked.mix_pay_type, MixPayType::CashAndInsurance);
+    }
+
+    #[test]
+    fn bills_that_do_not_add_up_are_refused_with_the_numbers() {
+        let wrong = bill(&[10000], Some((7000, 2000, 0, 500)), &[], &[]).check();
+        assert_eq!(
+            wrong,
+            Err(BillError::SplitMismatch {
+                total: 10000,
+                split: 9500
+            })
+        );
+        let too_much_off = bill(&[10000], Some((9000, 0, 0, 1000)), &[], &[1500]).check();
+        assert_eq!(
+            too_much_off,
+            Err(BillError::ReduceTooLarge {
+                reduce: 1500,
+                available: 1000
+            })
+        );
+        assert!(matches!(
+            bill(&[-1, 5], None, &[], &[]).check(),
+            Err(BillError::Negative(..))
+        ));
+        assert_eq!(bill(&[], None, &[], &[]).check(), Err(BillError::NoItems));
+    }
+
+    #[test]
+    fn without_insurance_everything_is_cash_and_fully_insured_has_no_cash_leg() {
+        let cash = bill(&[1500], None, &[], &[])
+            .check()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (cash.wechat_pay_cash, cash.mix_pay_type),
+            (1500, MixPayType::CashOnly)
+        );
+        let insured = bill(&[1500], Some((1000, 500, 0, 0)), &[], &[])
+            .check()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (insured.wechat_pay_cash, insured.mix_pay_type),
+            (0, MixPayType::InsuranceOnly)
+        );
+    }
+
+    proptest! {
+        /// Any generated bill is either refused, or keeps every invariant.
+        #[test]
+        fn every_accepted_bill_keeps_the_invariants(
+            items in prop::collection::vec(-10i64..200_000, 0..6),
+            split in prop::option::of((0i64..300_000, 0i64..100_000, 0i64..50_000, -10i64..300_000)),
+            add in prop::collection::vec(0i64..5_000, 0..3),
+            reduce in prop::collection::vec(0i64..50_000, 0..3),
+        ) {
+            if let Ok(c) = bill(&items, split, &add, &reduce).check() {
+                let s = c.split;
+                prop_assert_eq!(c.total, items.iter().sum::<i64>() + c.add_total);
+                prop_assert_eq!(c.total, s.pooled_fund + s.personal_account + s.other_funds + s.self_pay + c.add_total);
+                prop_assert_eq!(c.total, s.pooled_fund + s.personal_account + s.other_funds + c.wechat_pay_cash + c.reduce_total);
+                prop_assert_eq!(c.wechat_pay_cash, s.self_pay + c.add_total - c.reduce_total);
+                prop_assert!(c.wechat_pay_cash >= 0);
+                prop_assert!([s.pooled_fund, s.personal_account, s.other_funds, s.self_pay].iter().all(|v| *v >= 0));
+                match c.mix_pay_type {
+                    MixPayType::CashOnly => prop_assert!(s.pooled_fund + s.personal_account + s.other_funds == 0 && c.wechat_pay_cash > 0),
+                    MixPayType::InsuranceOnly => prop_assert_eq!(c.wechat_pay_cash, 0),
+                    MixPayType::CashAndInsurance => prop_assert!(c.wechat_pay_cash > 0),
+                }
+            }
+        }
+
+        /// Splits built to add up are accepted.
+        #[test]
+        fn consistent_splits_are_accepted(
+            gov in 0i64..100_000, personal in 0i64..100_000, other in 0i64..10_000,
+            cash in 1i64..100_000, add in 0i64..5_000,
+        ) {
+            let total = gov + personal + other + cash;
+            let checked = bill(&[total], Some((gov, personal, other, cash)), &[add], &[cash]).check();
+            prop_assert!(checked.is_ok(), "{:?}", checked);
+        }
+    }
+}
