@@ -17,4 +17,5 @@ mod long_history;
 mod migrations;
 mod nodes;
 mod schedules;
+mod wechat_pay;
 mod wechat_vectors;

@@ -1,0 +1,425 @@
+//! The WeChat Pay v3 client against the fake WeChat Pay server, both with
+//! the test keys of `tests/vectors/wechat/`: signed requests, verified
+//! answers, the order and refund rules, retries with the same numbers,
+//! forged and stale answers refused, and notifications (normal, replayed,
+//! probe, stale, unknown serial) checked by the same verification a
+//! callback endpoint uses.
+
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use o2flow::runtime::{Clock, ManualClock};
+use o2flow::wechat::pay::client::{
+    verify_signed, MerchantConfig, NonceCache, Order, PayClient, PayError, RefundRequest,
+};
+use o2flow::wechat::pay::crypto::{
+    pay_sign_message, ApiV3Key, MerchantKey, PlatformKeys, VerifyingKey,
+};
+use o2flow::wechat::pay::fake::{AnswerFault, FakeConfig, FakeWechatPay, NotifyMode};
+use serde_json::Value;
+
+const DIR: &str = "tests/vectors/wechat";
+const MCHID: &str = "1230000109";
+const APPID: &str = "wx7e57c0de00000001";
+const MERCHANT_SERIAL: &str = "7E57C0DE0000000000000000000000000000A001";
+const PUB_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000TEST";
+const API_V3_KEY: &str = "TestOnlyApiV3Key-NotReal-32bytes";
+const OPENID: &str = "oTestOnly_7e57c0de_openid001";
+
+fn read(name: &str) -> String {
+    std::fs::read_to_string(format!("{DIR}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+fn platform_keys() -> PlatformKeys {
+    let mut keys = PlatformKeys::default();
+    keys.add(
+        PUB_KEY_ID,
+        VerifyingKey::from_public_key_pem(&read("platform_public_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    keys
+}
+
+fn api_key() -> ApiV3Key {
+    ApiV3Key::new(API_V3_KEY).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A callback receiver as o2flow's endpoint works: verify, decrypt, 204; else 401 FAIL.
+struct Receiver {
+    platform: PlatformKeys,
+    nonces: NonceCache,
+    clock: Arc<ManualClock>,
+    received: std::sync::Mutex<Vec<Value>>,
+}
+
+async fn receive(
+    request: HttpRequest,
+    body: web::Bytes,
+    receiver: web::Data<Receiver>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let now = receiver.clock.now().timestamp();
+    if let Err(error) = verify_signed(&receiver.platform, &receiver.nonces, now, &header, &body) {
+        return HttpResponse::Unauthorized()
+            .json(serde_json::json!({"code": "FAIL", "message": error.to_string()}));
+    }
+    let envelope: Value = serde_json::from_slice(&body).unwrap_or_default();
+    let resource = &envelope["resource"];
+    let Ok(plain) = api_key().decrypt(
+        resource["nonce"].as_str().unwrap_or_default(),
+        resource["associated_data"].as_str().unwrap_or_default(),
+        resource["ciphertext"].as_str().unwrap_or_default(),
+    ) else {
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({"code": "FAIL", "message": "decrypt"}));
+    };
+    let plain: Value = serde_json::from_slice(&plain).unwrap_or_default();
+    if let Ok(mut received) = receiver.received.lock() {
+        received.push(serde_json::json!({"event_type": envelope["event_type"], "resource": plain}));
+    }
+    HttpResponse::NoContent().finish()
+}
+
+struct Setup {
+    clock: Arc<ManualClock>,
+    fake: FakeWechatPay,
+    client: PayClient,
+    receiver: web::Data<Receiver>,
+    notify_url: String,
+}
+
+fn setup() -> Setup {
+    let clock = Arc::new(ManualClock::new(
+        chrono::DateTime::from_timestamp(1_795_140_900, 0).unwrap_or_default(),
+    ));
+    let fake = FakeWechatPay::start(FakeConfig {
+        mchid: MCHID.into(),
+        appid: APPID.into(),
+        merchant_serial: MERCHANT_SERIAL.into(),
+        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_serial: PUB_KEY_ID.into(),
+        api_v3_key: api_key(),
+        clock: clock.clone(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let receiver = web::Data::new(Receiver {
+        platform: platform_keys(),
+        nonces: NonceCache::default(),
+        clock: clock.clone(),
+        received: std::sync::Mutex::new(Vec::new()),
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let notify_url = format!(
+        "http://{}/wechat-pay/notify",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let data = receiver.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .default_service(web::to(receive))
+    })
+    .workers(1)
+    .listen(listener)
+    .unwrap_or_else(|e| panic!("{e}"))
+    .run();
+    tokio::spawn(server);
+    let client = PayClient::new(
+        Arc::new(merchant(
+            &fake.base_url,
+            &notify_url,
+            "merchant_private_key.pem",
+        )),
+        clock.clone(),
+    );
+    Setup {
+        clock,
+        fake,
+        client,
+        receiver,
+        notify_url,
+    }
+}
+
+fn merchant(base_url: &str, notify_url: &str, key_file: &str) -> MerchantConfig {
+    MerchantConfig {
+        mchid: MCHID.into(),
+        appid: APPID.into(),
+        serial_no: MERCHANT_SERIAL.into(),
+        key: MerchantKey::from_pem(&read(key_file)).unwrap_or_else(|e| panic!("{e}")),
+        platform: platform_keys(),
+        wechatpay_serial: PUB_KEY_ID.into(),
+        api_v3_key: api_key(),
+        notify_url: notify_url.into(),
+        base_url: base_url.into(),
+    }
+}
+
+fn order(no: &str, total: i64) -> Order {
+    Order {
+        out_trade_no: no.into(),
+        description: "门诊挂号费-内科普通号".into(),
+        total,
+        payer_openid: Some(OPENID.into()),
+        time_expire: Some("2026-11-20T10:30:00+08:00".into()),
+        attach: Some("visit=V1".into()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_created_once_paid_notified_queried_and_refunded() {
+    let s = setup();
+    let prepay = s
+        .client
+        .jsapi_order(&order("REG20261120000001", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The same number and parameters: the same prepay_id.
+    let again = s
+        .client
+        .jsapi_order(&order("REG20261120000001", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(prepay, again);
+    // The same number with another amount is refused.
+    let reused = s.client.jsapi_order(&order("REG20261120000001", 1)).await;
+    assert!(
+        matches!(&reused, Err(PayError::Api { status: 403, code, .. }) if code == "OUT_TRADE_NO_USED"),
+        "{reused:?}"
+    );
+
+    // The page's paySign verifies under the merchant key.
+    let params = s
+        .client
+        .jsapi_params(&prepay)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(params.package, format!("prepay_id={prepay}"));
+    VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .verify(
+            pay_sign_message(
+                &params.app_id,
+                &params.time_stamp,
+                &params.nonce_str,
+                &params.package,
+            )
+            .as_bytes(),
+            &params.pay_sign,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let before = s
+        .client
+        .query("REG20261120000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(before.trade_state, "NOTPAY");
+    assert_eq!(
+        s.fake
+            .user_pays("REG20261120000001", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    let after = s
+        .client
+        .query("REG20261120000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.trade_state, "SUCCESS");
+    assert_eq!(after.amount.and_then(|a| a.total), Some(1500));
+    {
+        let received = s.receiver.received.lock().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(received.len(), 1);
+        assert_eq!(received[0]["event_type"], "TRANSACTION.SUCCESS");
+        assert_eq!(received[0]["resource"]["out_trade_no"], "REG20261120000001");
+        assert_eq!(received[0]["resource"]["amount"]["total"], 1500);
+    }
+
+    // A partial refund, asked twice with the same number: one refund.
+    let request = RefundRequest {
+        out_trade_no: "REG20261120000001".into(),
+        out_refund_no: "RFD20261120000001".into(),
+        reason: Some("患者取消挂号".into()),
+        refund: 500,
+        total: 1500,
+    };
+    let refund = s
+        .client
+        .refund(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refund.status, "PROCESSING");
+    let same = s
+        .client
+        .refund(&request)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(same.refund_id, refund.refund_id);
+    let too_much = s
+        .client
+        .refund(&RefundRequest {
+            out_refund_no: "RFD20261120000002".into(),
+            refund: 1001,
+            ..request.clone()
+        })
+        .await;
+    assert!(
+        matches!(&too_much, Err(PayError::Api { code, .. }) if code == "NOT_ENOUGH"),
+        "{too_much:?}"
+    );
+    assert_eq!(
+        s.fake
+            .refund_completes("RFD20261120000001", "SUCCESS", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    let done = s
+        .client
+        .query_refund("RFD20261120000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(done.status, "SUCCESS");
+    let received = s
+        .receiver
+        .received
+        .lock()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone();
+    assert_eq!(received[1]["event_type"], "REFUND.SUCCESS");
+    assert_eq!(received[1]["resource"]["refund_status"], "SUCCESS");
+    s.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_probe_stale_and_unknown_serial_notifications_are_refused() {
+    let s = setup();
+    s.client
+        .native_order(&Order {
+            payer_openid: None,
+            ..order("NAT0000001", 800)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.fake.user_pays("NAT0000001", NotifyMode::Probe).await,
+        vec![401]
+    );
+    assert_eq!(
+        s.fake
+            .user_pays("NAT0000001", NotifyMode::StaleTimestamp)
+            .await,
+        vec![401]
+    );
+    assert_eq!(
+        s.fake
+            .user_pays("NAT0000001", NotifyMode::WrongSerial)
+            .await,
+        vec![401]
+    );
+    // The very same signed request twice: the replay is refused.
+    assert_eq!(
+        s.fake.user_pays("NAT0000001", NotifyMode::Duplicate).await,
+        vec![204, 401]
+    );
+    assert_eq!(
+        s.receiver
+            .received
+            .lock()
+            .map(|r| r.len())
+            .unwrap_or_default(),
+        1
+    );
+    assert!(s.notify_url.ends_with("/wechat-pay/notify"));
+    s.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_errors_are_retried_with_the_same_body_and_forged_answers_refused() {
+    let s = setup();
+    s.fake.inject(AnswerFault::SystemError);
+    s.client
+        .jsapi_order(&order("REG0000000002", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let posts: Vec<u16> = s
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|(m, p, _)| m == "POST" && p == "/v3/pay/transactions/jsapi")
+        .map(|(_, _, status)| status)
+        .collect();
+    assert_eq!(posts, vec![500, 200]);
+
+    s.fake.inject(AnswerFault::ForgedSignature);
+    let forged = s.client.query("REG0000000002").await;
+    assert!(matches!(forged, Err(PayError::Crypto(_))), "{forged:?}");
+    s.fake.inject(AnswerFault::StaleTimestamp);
+    let stale = s.client.query("REG0000000002").await;
+    assert!(matches!(stale, Err(PayError::Forged(_))), "{stale:?}");
+
+    // Closing: 204, then the number cannot be used again.
+    s.client
+        .close("REG0000000002")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.fake.trade_state("REG0000000002").as_deref(),
+        Some("CLOSED")
+    );
+    let reopened = s.client.jsapi_order(&order("REG0000000002", 1500)).await;
+    assert!(
+        matches!(&reopened, Err(PayError::Api { code, .. }) if code == "ORDER_CLOSED"),
+        "{reopened:?}"
+    );
+    let missing = s.client.query("NOSUCHORDER1").await;
+    assert!(
+        matches!(&missing, Err(PayError::Api { status: 404, code, .. }) if code == "ORDER_NOT_EXIST"),
+        "{missing:?}"
+    );
+    s.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_signed_with_the_wrong_key_or_an_old_clock_gets_sign_error() {
+    let s = setup();
+    let impostor = PayClient::new(
+        Arc::new(merchant(
+            &s.fake.base_url,
+            &s.notify_url,
+            "platform_private_key.pem",
+        )),
+        s.clock.clone(),
+    );
+    let refused = impostor.jsapi_order(&order("REG0000000003", 1500)).await;
+    assert!(
+        matches!(&refused, Err(PayError::Api { status: 401, code, .. }) if code == "SIGN_ERROR"),
+        "{refused:?}"
+    );
+    let late_clock = Arc::new(ManualClock::new(
+        s.clock.now() - chrono::Duration::minutes(10),
+    ));
+    let late = PayClient::new(
+        Arc::new(merchant(
+            &s.fake.base_url,
+            &s.notify_url,
+            "merchant_private_key.pem",
+        )),
+        late_clock,
+    );
+    let refused = late.jsapi_order(&order("REG0000000003", 1500)).await;
+    assert!(
+        matches!(&refused, Err(PayError::Api { status: 401, .. })),
+        "{refused:?}"
+    );
+    assert_eq!(s.fake.trade_state("REG0000000003"), None);
+    s.fake.stop().await;
+}
