@@ -752,7 +752,8 @@ impl Runtime {
             .unwrap_or(instance))
     }
 
-    /// Fires every timer that is due now. Returns how many fired.
+    /// Fires every timer that is due now. Returns how many were tried
+    /// (a failed one is released for the next pass).
     ///
     /// # Errors
     /// A store error.
@@ -776,7 +777,12 @@ impl Runtime {
             Ok(()) => Ok(true),
             Err(error) => {
                 tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
-                Ok(false)
+                // Give the claim back (a PostgreSQL deadlock between two
+                // timers of one instance, a lost connection): the next pass
+                // tries again, not only the next process after the lease.
+                // Counted as work done, so `settle` makes that next pass.
+                self.store.release_timer(timer.id).await?;
+                Ok(true)
             }
         }
     }

@@ -603,6 +603,22 @@ impl Store {
             .await?)
     }
 
+    /// Gives a claimed timer back, to be claimed again at once.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn release_timer(&self, id: i64) -> Result<()> {
+        timers::Entity::update_many()
+            .col_expr(
+                timers::Column::LockedUntilMs,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(timers::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Drops one timer.
     ///
     /// # Errors
