@@ -18,27 +18,14 @@ use o2flow::wechat::pay::crypto::{
 use o2flow::wechat::pay::fake::{AnswerFault, FakeConfig, FakeWechatPay, NotifyMode};
 use serde_json::Value;
 
-const DIR: &str = "tests/vectors/wechat";
+use crate::wechat_vectors::{platform_keys, read};
+
 const MCHID: &str = "1230000109";
 const APPID: &str = "wx7e57c0de00000001";
 const MERCHANT_SERIAL: &str = "7E57C0DE0000000000000000000000000000A001";
 const PUB_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000TEST";
 const API_V3_KEY: &str = "TestOnlyApiV3Key-NotReal-32bytes";
 const OPENID: &str = "oTestOnly_7e57c0de_openid001";
-
-fn read(name: &str) -> String {
-    std::fs::read_to_string(format!("{DIR}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
-}
-
-fn platform_keys() -> PlatformKeys {
-    let mut keys = PlatformKeys::default();
-    keys.add(
-        PUB_KEY_ID,
-        VerifyingKey::from_public_key_pem(&read("platform_public_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
-    keys
-}
 
 fn api_key() -> ApiV3Key {
     ApiV3Key::new(API_V3_KEY).unwrap_or_else(|e| panic!("{e}"))

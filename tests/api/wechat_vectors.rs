@@ -11,7 +11,7 @@ use serde_json::Value;
 
 const DIR: &str = "tests/vectors/wechat";
 
-fn read(name: &str) -> String {
+pub fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{DIR}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))
 }
 
@@ -38,7 +38,7 @@ fn merchant_key() -> MerchantKey {
 }
 
 /// Both WeChat Pay keys, as a merchant holds them during a switch.
-fn platform_keys() -> PlatformKeys {
+pub fn platform_keys() -> PlatformKeys {
     let mut keys = PlatformKeys::default();
     let public = VerifyingKey::from_public_key_pem(&read("platform_public_key.pem"))
         .unwrap_or_else(|e| panic!("{e}"));
