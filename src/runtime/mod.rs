@@ -274,6 +274,7 @@ impl Runtime {
             .iter()
             .map(|s| s.definition_id)
             .collect();
+        definitions.sort_unstable();
         definitions.dedup();
         for id in definitions {
             let def = self.definition_by_id(id).await?;

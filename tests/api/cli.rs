@@ -152,33 +152,7 @@ fn serve_refuses_to_start_when_a_workflow_is_invalid() {
 
 /// Starts `serve` on port 0 and returns the child, its address and the key it printed, if any.
 fn serve(url: &str) -> (std::process::Child, String, Option<String>) {
-    use std::io::BufRead;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_o2flow"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--database-url", url])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let mut key = None;
-    let mut address = String::new();
-    for line in std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(rest) = line.trim().strip_prefix("export O2FLOW_KEY=") {
-            key = Some(rest.to_owned());
-        }
-        if let Some(rest) = line.strip_prefix("o2flow listening on ") {
-            address = rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-            break;
-        }
-    }
-    (child, address, key)
+    crate::helpers::spawn_serve(crate::helpers::serve_command(url))
 }
 
 #[test]

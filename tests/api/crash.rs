@@ -7,8 +7,7 @@
 //! counts once), and no timer or outbox row is left. On both databases.
 
 use std::collections::HashMap;
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -106,36 +105,17 @@ fn fake_receiver() -> (String, Arc<Mutex<Received>>, actix_web::dev::ServerHandl
     (format!("http://{address}/hook"), shared, handle)
 }
 
-/// Starts `o2flow serve` and waits until it listens; returns it and its address.
+/// Starts `o2flow serve` on the drill's workflows and webhook; returns it and its address.
 fn serve(database_url: &str, dir: &std::path::Path, hook: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_o2flow"))
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1:0",
-            "--database-url",
-            database_url,
-        ])
+    let mut command = crate::helpers::serve_command(database_url);
+    command
         .arg("--workflows")
         .arg(dir.join("workflows"))
         .arg("--templates")
         .arg(dir.join("templates"))
         .args(["--webhook-url", hook, "--claim-lease", "1s"])
-        .env("O2FLOW_WEBHOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-    let address = std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            line.strip_prefix("o2flow listening on ")
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("serve did not start"));
+        .env("O2FLOW_WEBHOOK_SECRET", SECRET);
+    let (child, address, _) = crate::helpers::spawn_serve(command);
     (child, address)
 }
 

@@ -321,3 +321,46 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
 }
+
+/// Starts `o2flow serve` on port 0 with `command`'s extra arguments and
+/// environment, and waits until it listens. Returns the child, its address
+/// and the admin key it printed, if it printed one (a fresh database).
+pub fn spawn_serve(
+    mut command: std::process::Command,
+) -> (std::process::Child, String, Option<String>) {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+    let mut key = None;
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(rest) = line.trim().strip_prefix("export O2FLOW_KEY=") {
+            key = Some(rest.to_owned());
+        }
+        if let Some(rest) = line.strip_prefix("o2flow listening on ") {
+            let address = rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            return (child, address, key);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("serve did not start");
+}
+
+/// `o2flow serve --database-url <url>`, ready for more arguments.
+pub fn serve_command(database_url: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_o2flow"));
+    command.args(["serve", "--database-url", database_url]);
+    command
+}
