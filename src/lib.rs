@@ -15,6 +15,7 @@ pub mod domain;
 pub mod dsl;
 pub mod engine;
 pub mod http;
+pub mod payments;
 pub mod runtime;
 pub mod store;
 pub mod templates;

@@ -9,6 +9,7 @@ mod m20261123_000003_create_correlated_events;
 mod m20261123_000004_create_incidents;
 mod m20261123_000005_create_schedules;
 mod m20261123_000006_add_instance_parent;
+mod m20261123_000007_create_payments;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_create_incidents::Migration),
             Box::new(m20261123_000005_create_schedules::Migration),
             Box::new(m20261123_000006_add_instance_parent::Migration),
+            Box::new(m20261123_000007_create_payments::Migration),
         ]
     }
 }

@@ -81,7 +81,7 @@ pub enum MixPayType {
 }
 
 /// A bill that adds up, with its derived amounts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckedBill {
     pub bill: Bill,
     /// `total_fee`: the items plus the additions.
@@ -112,6 +112,64 @@ pub enum BillError {
     ReduceTooLarge { reduce: i64, available: i64 },
     #[error("nothing to pay: the bill totals 0")]
     Empty,
+}
+
+/// Reads a bill as people write it, amounts in yuan as quoted decimals
+/// (`"15.00"`), converts them to fen and checks it.
+///
+/// # Errors
+/// A message naming the field that is wrong, or the invariant that fails.
+pub fn from_yuan_json(value: &serde_json::Value) -> Result<CheckedBill, String> {
+    use serde_json::Value as J;
+    fn to_fen(value: &mut J, path: &str) -> Result<(), String> {
+        match value {
+            J::String(text) => {
+                let fen = super::Money::parse_yuan(text)
+                    .map_err(|e| format!("`{path}`: {e}"))?
+                    .fen();
+                *value = J::from(fen);
+                Ok(())
+            }
+            J::Null => Ok(()),
+            other => Err(format!(
+                "`{path}` is {other}: write yuan as a quoted decimal such as \"15.00\""
+            )),
+        }
+    }
+    let mut value = value.clone();
+    if let Some(items) = value.get_mut("items").and_then(J::as_array_mut) {
+        for (i, item) in items.iter_mut().enumerate() {
+            if let Some(amount) = item.get_mut("amount") {
+                to_fen(amount, &format!("items[{i}].amount"))?;
+            }
+        }
+    }
+    if let Some(insurance) = value.get_mut("insurance").and_then(J::as_object_mut) {
+        for (name, amount) in insurance.iter_mut() {
+            to_fen(amount, &format!("insurance.{name}"))?;
+        }
+    }
+    for list in ["add", "reduce"] {
+        if let Some(entries) = value.get_mut(list).and_then(J::as_array_mut) {
+            for (i, entry) in entries.iter_mut().enumerate() {
+                if let Some(amount) = entry.get_mut("amount") {
+                    to_fen(amount, &format!("{list}[{i}].amount"))?;
+                }
+            }
+        }
+    }
+    from_fen_json(&value)
+}
+
+/// Reads a bill whose amounts are already fen (as `from_yuan_json` leaves
+/// it in an instance's input) and checks it.
+///
+/// # Errors
+/// The shape is wrong, or an invariant fails.
+pub fn from_fen_json(value: &serde_json::Value) -> Result<CheckedBill, String> {
+    let bill: Bill =
+        serde_json::from_value(value.clone()).map_err(|e| format!("not a bill: {e}"))?;
+    bill.check().map_err(|e| e.to_string())
 }
 
 impl Bill {

@@ -1,7 +1,7 @@
 //! Validated value types shared by every layer: money in fen, parties,
 //! durations and outcomes. No IO, no clock.
 
-mod bill;
+pub mod bill;
 mod duration;
 mod money;
 mod party;

@@ -71,7 +71,32 @@ pub enum Action {
     Set(SetAction),
     Send(SendAction),
     Start(StartAction),
+    Pay(PayAction),
+    Refund(RefundAction),
 }
+
+/// Asks a party to pay an amount or a bill.
+#[derive(Debug, Clone)]
+pub struct PayAction {
+    pub amount: Option<Expr>,
+    pub bill: Option<Expr>,
+    pub description: Expr,
+    /// The `party` input who pays.
+    pub payer: String,
+    pub scene: super::model::PayScene,
+    pub expires_in: Duration,
+}
+
+/// Refunds a payment of the instance.
+#[derive(Debug, Clone)]
+pub struct RefundAction {
+    pub payment: Option<Expr>,
+    pub amount: Option<Expr>,
+    pub reason: Option<Expr>,
+}
+
+/// How long an order stays payable unless the workflow says otherwise.
+pub const DEFAULT_PAY_EXPIRES_IN: Duration = Duration::minutes(30);
 
 /// Starts a child instance.
 #[derive(Debug, Clone)]

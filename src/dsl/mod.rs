@@ -14,11 +14,12 @@ pub mod yaml;
 
 pub use cron::CronSpec;
 pub use def::{
-    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StartAction, StateDef, TimerDef,
-    TransitionDef, WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
+    Action, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction, StartAction,
+    StateDef, TimerDef, TransitionDef, WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
+    DEFAULT_PAY_EXPIRES_IN,
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};
 pub use graph::mermaid;
-pub use model::{json_schema, FieldSpec, Outcome, ValueType, WorkflowFile};
+pub use model::{json_schema, FieldSpec, Outcome, PayScene, ValueType, WorkflowFile};
 pub use validate::{check_value, validate, Catalog};

@@ -115,6 +115,10 @@ pub enum ValueType {
     Enum,
     /// A person reachable by channels: `{ id, name, phone, email, openid, time_zone }`.
     Party,
+    /// A bill: `{ items: [{name, amount}], insurance: {pooled_fund, personal_account,
+    /// other_funds, self_pay}, add: [{type, amount}], reduce: [...] }`, amounts in
+    /// yuan as quoted decimals; refused unless it adds up.
+    Bill,
 }
 
 impl ValueType {
@@ -128,6 +132,7 @@ impl ValueType {
             ValueType::Duration => "duration",
             ValueType::Enum => "enum",
             ValueType::Party => "party",
+            ValueType::Bill => "bill",
         }
     }
 }
@@ -404,8 +409,8 @@ impl<'de> Deserialize<'de> for ExprText {
     }
 }
 
-/// A typed action. Later issues add `pay`, `refund`, `issue_code`,
-/// `door_key` and `queue.join` beside these.
+/// A typed action. Later issues add `issue_code`, `door_key` and
+/// `queue.join` beside these.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionSpec {
@@ -417,6 +422,76 @@ pub enum ActionSpec {
     /// Starts a child instance of another workflow; this instance receives
     /// `child.completed` (`{child_id, workflow, outcome, state, data}`) when it ends.
     Start(StartSpec),
+    /// Asks a party to pay: creates a WeChat Pay order (or a sandbox one),
+    /// then the flow receives `payment.succeeded`, `payment.failed` or
+    /// `payment.expired`.
+    Pay(PaySpec),
+    /// Refunds a payment of this instance, in full or in part; the flow
+    /// receives `refund.succeeded`, `refund.failed` or `refund.abnormal`.
+    Refund(RefundSpec),
+}
+
+/// Where the payer pays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PayScene {
+    /// Inside WeChat (the Official Account page): needs the payer's `openid`.
+    #[default]
+    Jsapi,
+    /// A QR code shown on a PC, kiosk or poster (`code_url`).
+    Native,
+    /// A mobile browser outside WeChat.
+    H5,
+}
+
+impl PayScene {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PayScene::Jsapi => "jsapi",
+            PayScene::Native => "native",
+            PayScene::H5 => "h5",
+        }
+    }
+}
+
+/// `pay: { amount: input.fee, description: "'挂号费'", payer: patient, expires_in: 15m }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct PaySpec {
+    /// What to pay: a `money` value (`input.fee`) or yuan text (`"'15.00'"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<ExprText>,
+    /// Or a `bill` value (`input.bill`): the payer pays its self-paid part
+    /// plus additions minus reductions; 医保 settles the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bill: Option<ExprText>,
+    /// What the payer sees on the order (at most 127 characters): a CEL expression.
+    pub description: ExprText,
+    /// The `party` input who pays.
+    pub payer: String,
+    /// `jsapi` (default), `native` or `h5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scene: Option<PayScene>,
+    /// How long the order stays payable (default 30m, 1m to 2h); after it
+    /// the order is queried, closed if unpaid, and the flow gets `payment.expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in: Option<String>,
+}
+
+/// `refund: { amount: "'5.00'", reason: "'号源取消'" }`; every field optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RefundSpec {
+    /// The payment to refund (its key, e.g. `event.payload.payment`);
+    /// default: this instance's latest paid payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<ExprText>,
+    /// How much: a `money` value or yuan text; default everything not yet refunded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<ExprText>,
+    /// Why (shown to the payer; at most 80 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ExprText>,
 }
 
 /// `start: { workflow: follow_up_reminder, input: { patient: patient, department: "'心内科'" } }`.

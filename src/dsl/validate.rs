@@ -3,19 +3,19 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use chrono::DateTime;
+use chrono::{DateTime, Duration};
 use indexmap::IndexMap;
 
 use super::cron::CronSpec;
 use super::def::{
-    Action, Channel, Due, ScheduleDef, SendAction, SetAction, StartAction, StateDef, TimerDef,
-    TransitionDef, WorkflowDef,
+    Action, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction, StartAction,
+    StateDef, TimerDef, TransitionDef, WorkflowDef,
 };
 use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
 use super::model::{
-    ActionSpec, FieldSpec, Handlers, RetrySpec, SendSpec, StateSpec, TimerSpec, TransitionSpec,
-    ValueType, WorkflowFile,
+    ActionSpec, ExprText, FieldSpec, Handlers, PaySpec, RefundSpec, RetrySpec, SendSpec, StateSpec,
+    TimerSpec, TransitionSpec, ValueType, WorkflowFile,
 };
 use super::yaml::{self, Seg, YamlPath};
 use crate::domain::{parse_duration, Money, Party, RetryPolicy};
@@ -817,6 +817,10 @@ impl Checker<'_> {
                 Some(Action::Set(SetAction { fields: compiled }))
             }
             ActionSpec::Send(send) => self.check_send(send, &path.key("send")).map(Action::Send),
+            ActionSpec::Pay(pay) => self.check_pay(pay, &path.key("pay")).map(Action::Pay),
+            ActionSpec::Refund(refund) => self
+                .check_refund(refund, &path.key("refund"))
+                .map(Action::Refund),
             ActionSpec::Start(start) => {
                 let path = path.key("start");
                 if !is_identifier(&start.workflow) {
@@ -849,26 +853,21 @@ impl Checker<'_> {
         }
     }
 
-    fn check_send(&mut self, spec: &SendSpec, path: &YamlPath) -> Option<SendAction> {
-        let mut ok = true;
-        match self.spec.inputs.get(&spec.to) {
-            Some(field) if field.ty == ValueType::Party => {}
+    /// Checks that `name` is a `party` input; `path` points at the reference.
+    fn check_party(&mut self, name: &str, path: &YamlPath) -> bool {
+        match self.spec.inputs.get(name) {
+            Some(field) if field.ty == ValueType::Party => true,
             Some(field) => {
-                ok = false;
                 self.sink.push(
                     "not_a_party",
-                    &path.key("to"),
+                    path,
                     Anchor::Value,
-                    format!(
-                        "`{}` is a {} input, not a party",
-                        spec.to,
-                        field.ty.as_str()
-                    ),
-                    Some("messages go to inputs of type `party`".into()),
+                    format!("`{name}` is a {} input, not a party", field.ty.as_str()),
+                    Some("messages and payments go to inputs of type `party`".into()),
                 );
+                false
             }
             None => {
-                ok = false;
                 let parties: Vec<&str> = self
                     .spec
                     .inputs
@@ -878,16 +877,113 @@ impl Checker<'_> {
                     .collect();
                 self.sink.push(
                     "undeclared_reference",
-                    &path.key("to"),
+                    path,
                     Anchor::Value,
-                    format!("`{}` is not an input", spec.to),
-                    Some(match did_you_mean(&spec.to, parties.iter().copied()) {
+                    format!("`{name}` is not an input"),
+                    Some(match did_you_mean(name, parties.iter().copied()) {
                         Some(close) => format!("did you mean `{close}`?"),
                         None => format!("party inputs: {}", list_or_none(&parties)),
                     }),
                 );
+                false
             }
         }
+    }
+
+    fn check_pay(&mut self, spec: &PaySpec, path: &YamlPath) -> Option<PayAction> {
+        let mut ok = self.check_party(&spec.payer, &path.key("payer"));
+        let amount = spec
+            .amount
+            .as_ref()
+            .map(|e| self.check_expr(&e.0, &path.key("amount")));
+        let bill = spec
+            .bill
+            .as_ref()
+            .map(|e| self.check_expr(&e.0, &path.key("bill")));
+        match (&amount, &bill) {
+            (Some(_), Some(_)) => {
+                ok = false;
+                self.sink.push(
+                    "amount_and_bill",
+                    &path.key("bill"),
+                    Anchor::Key,
+                    "a payment has an `amount` or a `bill`, not both".to_owned(),
+                    Some("a bill's amount due is computed from its split".into()),
+                );
+            }
+            (None, None) => {
+                ok = false;
+                self.sink.push(
+                    "missing_field",
+                    path,
+                    Anchor::Key,
+                    "`pay` needs an `amount` or a `bill`".to_owned(),
+                    Some("amount: input.fee, or bill: input.bill".into()),
+                );
+            }
+            _ => {}
+        }
+        let description = self.check_expr(&spec.description.0, &path.key("description"));
+        let expires_in = match spec.expires_in.as_deref().map(parse_duration) {
+            None => Some(crate::dsl::DEFAULT_PAY_EXPIRES_IN),
+            Some(Ok(d)) if d >= Duration::minutes(1) && d <= Duration::hours(2) => Some(d),
+            Some(Ok(_)) => {
+                self.sink.push(
+                    "invalid_value",
+                    &path.key("expires_in"),
+                    Anchor::Value,
+                    "`expires_in` must be between 1m and 2h".to_owned(),
+                    Some("WeChat Pay orders are meant to be paid while the person is at hand: 15m or 30m".into()),
+                );
+                None
+            }
+            Some(Err(error)) => {
+                self.sink.push(
+                    "bad_duration",
+                    &path.key("expires_in"),
+                    Anchor::Value,
+                    error.to_string(),
+                    Some("write a number and a unit: 15m, 1h".into()),
+                );
+                None
+            }
+        };
+        let amount = amount.map(|a| a.ok_or(())).transpose().ok()?;
+        let bill = bill.map(|b| b.ok_or(())).transpose().ok()?;
+        if !ok {
+            return None;
+        }
+        Some(PayAction {
+            amount,
+            bill,
+            description: description?,
+            payer: spec.payer.clone(),
+            scene: spec.scene.unwrap_or_default(),
+            expires_in: expires_in?,
+        })
+    }
+
+    fn check_refund(&mut self, spec: &RefundSpec, path: &YamlPath) -> Option<RefundAction> {
+        let mut ok = true;
+        let mut compile = |this: &mut Self, source: &Option<ExprText>, key: &str| {
+            source.as_ref().and_then(|e| {
+                let expr = this.check_expr(&e.0, &path.key(key));
+                ok &= expr.is_some();
+                expr
+            })
+        };
+        let payment = compile(self, &spec.payment, "payment");
+        let amount = compile(self, &spec.amount, "amount");
+        let reason = compile(self, &spec.reason, "reason");
+        ok.then_some(RefundAction {
+            payment,
+            amount,
+            reason,
+        })
+    }
+
+    fn check_send(&mut self, spec: &SendSpec, path: &YamlPath) -> Option<SendAction> {
+        let mut ok = self.check_party(&spec.to, &path.key("to"));
         if !self.catalog.templates.contains(&spec.template) {
             ok = false;
             let known: Vec<&str> = self.catalog.templates.iter().map(String::as_str).collect();
@@ -1115,6 +1211,7 @@ fn example_of(ty: ValueType) -> &'static str {
         ValueType::Duration => "write a number and a unit: 15m, 2h, 7d, 1h30m",
         ValueType::Enum => "write one of the listed `values`",
         ValueType::Party => "write a map with at least an id: { id: p1, name: 张三 }",
+        ValueType::Bill => "write { items: [{ name: 挂号费, amount: \"15.00\" }], insurance: { pooled_fund, personal_account, other_funds, self_pay } }",
     }
 }
 
@@ -1172,6 +1269,10 @@ pub fn check_value(
                     serde_json::to_value(party).map_err(|e| ("invalid_value", e.to_string()))
                 }
             }),
+        (ValueType::Bill, J::Object(_)) => crate::domain::bill::from_yuan_json(value)
+            .map(|checked| serde_json::to_value(checked.bill).unwrap_or_default())
+            .map_err(|message| ("bad_bill", message)),
+        (ValueType::Bill, _) => Err(wrong("a bill `{ items: [{ name, amount }], insurance: {…} }`")),
         (ValueType::String, _) => Err(wrong("text")),
         (ValueType::Integer, _) => Err(wrong("a whole number")),
         (ValueType::Boolean, _) => Err(wrong("true or false")),

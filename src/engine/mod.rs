@@ -124,6 +124,8 @@ pub enum EffectKind {
     Send(SendEffect),
     StartChild(StartChildEffect),
     NotifyParent(NotifyParentEffect),
+    Pay(PayEffect),
+    Refund(RefundEffect),
 }
 
 impl EffectKind {
@@ -132,6 +134,8 @@ impl EffectKind {
             EffectKind::Send(_) => "send",
             EffectKind::StartChild(_) => "start_child",
             EffectKind::NotifyParent(_) => "notify_parent",
+            EffectKind::Pay(_) => "pay",
+            EffectKind::Refund(_) => "refund",
         }
     }
 
@@ -144,8 +148,54 @@ impl EffectKind {
             EffectKind::Send(send) => serde_json::to_string(send),
             EffectKind::StartChild(start) => serde_json::to_string(start),
             EffectKind::NotifyParent(notify) => serde_json::to_string(notify),
+            EffectKind::Pay(pay) => serde_json::to_string(pay),
+            EffectKind::Refund(refund) => serde_json::to_string(refund),
         }
     }
+}
+
+/// Create a payment order. `out_trade_no` is derived from the effect key,
+/// so a retried effect asks WeChat Pay for the same order.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct PayEffect {
+    pub out_trade_no: String,
+    pub payer: Party,
+    pub scene: crate::dsl::PayScene,
+    pub description: String,
+    /// Fen the payer pays through WeChat Pay.
+    pub amount: i64,
+    /// The checked bill (fen), when the payment is for one.
+    pub bill: Option<crate::domain::CheckedBill>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Refund a payment of the instance; `out_refund_no` derives from the effect key.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct RefundEffect {
+    pub out_refund_no: String,
+    /// The payment's `out_trade_no`; none: the instance's latest paid payment.
+    pub payment: Option<String>,
+    /// Fen; none: everything not yet refunded.
+    pub amount: Option<i64>,
+    pub reason: Option<String>,
+}
+
+/// The events a payment sends its instance.
+pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
+pub const PAYMENT_FAILED: &str = "payment.failed";
+pub const PAYMENT_EXPIRED: &str = "payment.expired";
+pub const REFUND_SUCCEEDED: &str = "refund.succeeded";
+pub const REFUND_FAILED: &str = "refund.failed";
+pub const REFUND_ABNORMAL: &str = "refund.abnormal";
+
+/// A WeChat Pay business number derived from an effect key: `prefix` and
+/// upper-case hex of its SHA-256, 32 characters in all (`out_trade_no`
+/// allows 6-32 of `[0-9A-Za-z_-|*]`).
+pub fn business_number(prefix: &str, key: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let take = 32usize.saturating_sub(prefix.len());
+    format!("{prefix}{}", &hex[..take])
 }
 
 /// Start a child instance of `workflow` for the instance that planned it.

@@ -7,10 +7,12 @@
 
 mod clock;
 mod migrate;
+mod payments;
 
 pub use crate::domain::RetryPolicy;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
+pub use payments::{CallbackRefused, PageError, PayView, DEFAULT_RECONCILE_EVERY};
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,7 +26,9 @@ pub use crate::channels::webhook::WebhookConfig;
 use crate::channels::webhook::{Webhook, WebhookMessage};
 use crate::channels::DeliveryError;
 use crate::dsl::{self, Catalog, Channel, Diagnostic, WorkflowDef};
-use crate::engine::{self, Event, NotifyParentEffect, SendEffect, StartChildEffect};
+use crate::engine::{
+    self, Event, NotifyParentEffect, PayEffect, RefundEffect, SendEffect, StartChildEffect,
+};
 use crate::store::{
     self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
     Store,
@@ -79,6 +83,8 @@ pub struct Options {
     /// How long a claimed timer or outbox row stays with this process; if
     /// it dies, another takes the work over after this.
     pub lease: chrono::Duration,
+    /// How often a payment or refund whose callback has not come is queried.
+    pub reconcile_every: chrono::Duration,
 }
 
 impl Options {
@@ -97,6 +103,7 @@ impl Options {
             retry: RetryPolicy::default(),
             webhook: None,
             lease: DEFAULT_LEASE,
+            reconcile_every: DEFAULT_RECONCILE_EVERY,
         }
     }
 }
@@ -157,6 +164,8 @@ pub struct Runtime {
     lease: chrono::Duration,
     /// Per tenant: `keep_for` by event type, and the latest definition id it was built from.
     keep_for: RwLock<KeepForCache>,
+    payments: payments::PaymentsState,
+    reconcile_every: chrono::Duration,
 }
 
 type KeepForCache = HashMap<String, (Option<i64>, Arc<HashMap<String, Duration>>)>;
@@ -195,6 +204,8 @@ impl Runtime {
             webhook: options.webhook.map(Webhook::new),
             lease: options.lease,
             keep_for: RwLock::new(HashMap::new()),
+            payments: payments::PaymentsState::default(),
+            reconcile_every: options.reconcile_every,
         }
     }
 
@@ -898,6 +909,15 @@ impl Runtime {
                 Ok(notify) => self.notify_parent(row, &notify).await,
                 Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
             },
+            "pay" => match serde_json::from_str::<PayEffect>(&row.payload) {
+                Ok(pay) => self.execute_pay(row, &pay).await,
+                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
+            },
+            "refund" => match serde_json::from_str::<RefundEffect>(&row.payload) {
+                Ok(refund) => self.execute_refund(row, &refund).await,
+                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
+            },
+            store::DELIVER_EVENT => self.deliver_owed(row).await,
             other => Err(Failure::Permanent(format!("unknown effect kind `{other}`"))),
         };
         let (message, retry_at) = match outcome {
@@ -1049,6 +1069,9 @@ impl Runtime {
     /// takes it delivers it, and the outbox row is done with it.
     async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {
         let mut context = send.context.clone();
+        self.add_pay_link(row, &mut context)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
         if let Some(object) = context.as_object_mut() {
             object.insert("public_url".into(), json!(self.public_url));
         }
@@ -1138,6 +1161,9 @@ impl Runtime {
             if let Err(error) = self.drain_outbox().await {
                 tracing::warn!("outbox loop: {error}");
             }
+            if let Err(error) = self.reconcile_payments().await {
+                tracing::warn!("payment loop: {error}");
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(tick) => {}
@@ -1158,7 +1184,8 @@ impl Runtime {
             let started = self.fire_due_schedules().await?;
             let fired = self.fire_due_timers().await?;
             let sent = self.drain_outbox().await?;
-            if started == 0 && fired == 0 && sent == 0 {
+            let checked = self.reconcile_payments().await?;
+            if started == 0 && fired == 0 && sent == 0 && checked == 0 {
                 return Ok(());
             }
         }

@@ -7,8 +7,10 @@
 //! Architecture invariant: `store` knows nothing of HTTP.
 
 pub mod entities;
+mod payments;
 mod repo;
 
+pub use payments::*;
 pub use repo::*;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};

@@ -685,6 +685,10 @@ impl Store {
         Ok(row.is_some())
     }
 
+    pub(super) fn skip_locked_clause(&self) -> &'static str {
+        self.skip_locked()
+    }
+
     fn skip_locked(&self) -> &'static str {
         match self.backend() {
             DbBackend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -1108,12 +1112,37 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<IncidentRow> {
+        self.open_incident_for(
+            &row.tenant_id,
+            &row.instance_id,
+            &row.effect_key,
+            &row.kind,
+            error,
+            now,
+        )
+        .await
+    }
+
+    /// Opens an incident about anything keyed (a refund that went
+    /// `ABNORMAL`, a late payment whose refund closed).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn open_incident_for(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        key: &str,
+        kind: &str,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<IncidentRow> {
         let txn = self.db.begin().await?;
         let incident = incidents::Entity::insert(incidents::ActiveModel {
-            tenant_id: Set(row.tenant_id.clone()),
-            instance_id: Set(row.instance_id.clone()),
-            effect_key: Set(row.effect_key.clone()),
-            kind: Set(row.kind.clone()),
+            tenant_id: Set(tenant_id.to_owned()),
+            instance_id: Set(instance_id.to_owned()),
+            effect_key: Set(key.to_owned()),
+            kind: Set(kind.to_owned()),
             error: Set(error.to_owned()),
             status: Set("open".to_owned()),
             created_at_ms: Set(ms(now)),
@@ -1124,9 +1153,9 @@ impl Store {
         .await?;
         append_history(
             &txn,
-            &row.instance_id,
+            instance_id,
             "incident_opened",
-            &serde_json::json!({"incident": incident.id, "effect": row.kind, "key": row.effect_key, "error": error}),
+            &serde_json::json!({"incident": incident.id, "effect": kind, "key": key, "error": error}),
             now,
         )
         .await?;
@@ -1365,7 +1394,7 @@ async fn finish_outbox(
 
 /// Appends one history row outside a transition (effect results); bumps
 /// the instance's revision so a concurrent transition retries.
-async fn append_history(
+pub(super) async fn append_history(
     txn: &DatabaseTransaction,
     instance_id: &str,
     kind: &str,

@@ -4,6 +4,7 @@
 //! adds a file here and a variant in `dsl::Action`; the engine core in
 //! `step.rs` does not change.
 
+mod pay;
 mod send;
 mod set;
 mod start;
@@ -39,5 +40,7 @@ pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error
         Action::Set(set) => set::run(set, context),
         Action::Send(send) => send::run(send, context),
         Action::Start(start) => start::run(start, context),
+        Action::Pay(pay) => pay::run(pay, context),
+        Action::Refund(refund) => pay::run_refund(refund, context),
     }
 }

@@ -20,7 +20,24 @@ pub fn run(action: &SendAction, context: &mut ActionContext<'_>) -> Result<(), E
             return Ok(());
         }
     };
+    // A payment planned earlier in this step (`pay` then `send` in one
+    // list): the message can show it and link to its pay page.
+    let payment = context
+        .effects
+        .iter()
+        .rev()
+        .find_map(|effect| match &effect.kind {
+            EffectKind::Pay(pay) => Some(json!({
+                "id": pay.out_trade_no,
+                "amount": pay.amount,
+                "amount_yuan": crate::domain::Money::from_fen(pay.amount).to_yuan_string(),
+                "description": pay.description,
+                "expires_at": pay.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            })),
+            _ => None,
+        });
     let template_context = json!({
+        "payment": payment,
         "input": context.input,
         "data": context.data,
         "party": party_json,

@@ -1,0 +1,127 @@
+use serde_json::{json, Value as Json};
+
+use super::ActionContext;
+use crate::domain::{bill, Money, Party};
+use crate::dsl::{Expr, PayAction, RefundAction};
+use crate::engine::{
+    business_number, Effect, EffectKind, Error, HistoryEntry, PayEffect, RefundEffect,
+};
+
+/// WeChat Pay's limit on `description`, in characters.
+const MAX_DESCRIPTION: usize = 127;
+
+/// Evaluates the amount (or the bill's amount due) and emits a `Pay`
+/// effect whose `out_trade_no` derives from the effect key.
+pub fn run(action: &PayAction, context: &mut ActionContext<'_>) -> Result<(), Error> {
+    let payer_json = context
+        .input
+        .get(&action.payer)
+        .cloned()
+        .unwrap_or_default();
+    let payer: Party = serde_json::from_value(payer_json).map_err(|_| {
+        Error::Expression(format!(
+            "`{}` is not given: nobody to ask to pay",
+            action.payer
+        ))
+    })?;
+    let (amount, checked) = match (&action.amount, &action.bill) {
+        (Some(expr), _) => (fen_of(expr, context)?, None),
+        (None, Some(expr)) => {
+            let value = expr.eval_json(context.scope).map_err(Error::Expression)?;
+            let checked = bill::from_fen_json(&value)
+                .map_err(|e| Error::Expression(format!("`{}`: {e}", expr.source)))?;
+            (checked.wechat_pay_cash, Some(checked))
+        }
+        (None, None) => return Err(Error::Expression("`pay` has no amount".into())),
+    };
+    if amount <= 0 {
+        return Err(Error::Expression(format!(
+            "the amount to pay is {}: a payment is at least ¥0.01",
+            Money::from_fen(amount)
+        )));
+    }
+    let description = text_of(&action.description, context)?;
+    let description: String = description.chars().take(MAX_DESCRIPTION).collect();
+    let out_trade_no = business_number("O2", &context.key);
+    let expires_at = context.now + action.expires_in;
+    context.history.push(HistoryEntry {
+        kind: "effect_planned",
+        detail: json!({"effect": "pay", "key": context.key, "payment": out_trade_no, "amount": amount, "payer": payer.id, "scene": action.scene.as_str(), "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+    });
+    context.effects.push(Effect {
+        key: context.key.clone(),
+        kind: EffectKind::Pay(PayEffect {
+            out_trade_no,
+            payer,
+            scene: action.scene,
+            description,
+            amount,
+            bill: checked,
+            expires_at,
+        }),
+    });
+    Ok(())
+}
+
+/// Emits a `Refund` effect; which payment and how much may be left to the runtime.
+pub fn run_refund(action: &RefundAction, context: &mut ActionContext<'_>) -> Result<(), Error> {
+    let payment = action
+        .payment
+        .as_ref()
+        .map(|expr| text_of(expr, context))
+        .transpose()?;
+    let amount = action
+        .amount
+        .as_ref()
+        .map(|expr| fen_of(expr, context))
+        .transpose()?;
+    if amount.is_some_and(|a| a <= 0) {
+        return Err(Error::Expression("a refund is at least ¥0.01".into()));
+    }
+    let reason = action
+        .reason
+        .as_ref()
+        .map(|expr| text_of(expr, context))
+        .transpose()?
+        .map(|r| r.chars().take(80).collect::<String>());
+    let out_refund_no = business_number("R2", &context.key);
+    context.history.push(HistoryEntry {
+        kind: "effect_planned",
+        detail: json!({"effect": "refund", "key": context.key, "refund": out_refund_no, "payment": payment, "amount": amount}),
+    });
+    context.effects.push(Effect {
+        key: context.key.clone(),
+        kind: EffectKind::Refund(RefundEffect {
+            out_refund_no,
+            payment,
+            amount,
+            reason,
+        }),
+    });
+    Ok(())
+}
+
+/// An amount: an integer is fen (a `money` value), text is yuan (`'15.00'`).
+fn fen_of(expr: &Expr, context: &ActionContext<'_>) -> Result<i64, Error> {
+    match expr.eval_json(context.scope).map_err(Error::Expression)? {
+        Json::Number(n) if n.is_i64() => Ok(n.as_i64().unwrap_or_default()),
+        Json::String(text) => Money::parse_yuan(&text)
+            .map(Money::fen)
+            .map_err(|e| Error::Expression(format!("`{}`: {e}", expr.source))),
+        other => Err(Error::Expression(format!(
+            "`{}` gave {other}: an amount is a money value or yuan text such as '15.00'",
+            expr.source
+        ))),
+    }
+}
+
+fn text_of(expr: &Expr, context: &ActionContext<'_>) -> Result<String, Error> {
+    match expr.eval_json(context.scope).map_err(Error::Expression)? {
+        Json::String(text) => Ok(text),
+        Json::Number(n) => Ok(n.to_string()),
+        other => Err(Error::Expression(format!(
+            "`{}` gave {other}, not text",
+            expr.source
+        ))),
+    }
+}

@@ -1,0 +1,146 @@
+//! Who takes a payment: a WeChat Pay merchant, or the sandbox (the default
+//! when a tenant has no merchant: orders exist only in o2flow, and the pay
+//! page's button pays them through the same path a verified callback takes).
+
+use std::sync::Arc;
+
+use crate::store::PaymentRow;
+use crate::wechat::pay::client::{Order, PayClient, PayError, Refund, RefundRequest, Transaction};
+
+pub enum Provider {
+    Sandbox,
+    Wechat {
+        merchant_id: i64,
+        client: Arc<PayClient>,
+    },
+}
+
+/// What the payer needs once the order exists.
+#[derive(Debug, Clone, Default)]
+pub struct Opened {
+    pub prepay_id: Option<String>,
+    pub code_url: Option<String>,
+}
+
+impl Provider {
+    pub fn merchant_id(&self) -> Option<i64> {
+        match self {
+            Provider::Sandbox => None,
+            Provider::Wechat { merchant_id, .. } => Some(*merchant_id),
+        }
+    }
+
+    pub fn client(&self) -> Option<&PayClient> {
+        match self {
+            Provider::Sandbox => None,
+            Provider::Wechat { client, .. } => Some(client),
+        }
+    }
+
+    /// Creates the order (the same `out_trade_no` and numbers again give
+    /// the same order).
+    ///
+    /// # Errors
+    /// What WeChat Pay answered, or why it could not be reached.
+    pub async fn open(&self, payment: &PaymentRow, time_expire: &str) -> Result<Opened, PayError> {
+        let Provider::Wechat { client, .. } = self else {
+            return Ok(Opened::default());
+        };
+        let order = Order {
+            out_trade_no: payment.out_trade_no.clone(),
+            description: payment.description.clone(),
+            total: payment.amount_fen,
+            payer_openid: payment.payer_openid.clone(),
+            time_expire: Some(time_expire.to_owned()),
+            attach: None,
+        };
+        match payment.scene.as_str() {
+            "native" | "h5" => Ok(Opened {
+                prepay_id: None,
+                code_url: Some(client.native_order(&order).await?),
+            }),
+            _ => {
+                if order.payer_openid.is_none() {
+                    return Err(PayError::Api {
+                        status: 400,
+                        code: "PARAM_ERROR".into(),
+                        message: "a JSAPI payment needs the payer's openid (the party's `openid`)"
+                            .into(),
+                    });
+                }
+                Ok(Opened {
+                    prepay_id: Some(client.jsapi_order(&order).await?),
+                    code_url: None,
+                })
+            }
+        }
+    }
+
+    /// What the provider says of the order. The sandbox has nothing the
+    /// database does not: an unpaid sandbox order is `NOTPAY`.
+    ///
+    /// # Errors
+    /// As `open`.
+    pub async fn query(&self, payment: &PaymentRow) -> Result<Transaction, PayError> {
+        match self {
+            Provider::Wechat { client, .. } => client.query(&payment.out_trade_no).await,
+            Provider::Sandbox => Ok(Transaction {
+                appid: None,
+                mchid: String::new(),
+                out_trade_no: payment.out_trade_no.clone(),
+                transaction_id: payment.transaction_id.clone(),
+                trade_state: if payment.state == "succeeded" {
+                    "SUCCESS"
+                } else {
+                    "NOTPAY"
+                }
+                .into(),
+                trade_state_desc: None,
+                success_time: None,
+                attach: None,
+                amount: None,
+            }),
+        }
+    }
+
+    /// # Errors
+    /// As `open`.
+    pub async fn close(&self, payment: &PaymentRow) -> Result<(), PayError> {
+        match self {
+            Provider::Wechat { client, .. } => client.close(&payment.out_trade_no).await,
+            Provider::Sandbox => Ok(()),
+        }
+    }
+
+    /// Asks for a refund; the sandbox refunds at once.
+    ///
+    /// # Errors
+    /// As `open`.
+    pub async fn refund(&self, request: &RefundRequest) -> Result<Refund, PayError> {
+        match self {
+            Provider::Wechat { client, .. } => client.refund(request).await,
+            Provider::Sandbox => Ok(Refund {
+                out_refund_no: request.out_refund_no.clone(),
+                out_trade_no: Some(request.out_trade_no.clone()),
+                refund_id: Some(format!("SANDBOX-{}", request.out_refund_no)),
+                status: "SUCCESS".into(),
+                amount: None,
+            }),
+        }
+    }
+
+    /// # Errors
+    /// As `open`.
+    pub async fn query_refund(&self, out_refund_no: &str) -> Result<Refund, PayError> {
+        match self {
+            Provider::Wechat { client, .. } => client.query_refund(out_refund_no).await,
+            Provider::Sandbox => Ok(Refund {
+                out_refund_no: out_refund_no.to_owned(),
+                out_trade_no: None,
+                refund_id: Some(format!("SANDBOX-{out_refund_no}")),
+                status: "SUCCESS".into(),
+                amount: None,
+            }),
+        }
+    }
+}

@@ -1,0 +1,1153 @@
+//! Payments in the runtime: the `pay` and `refund` effects, WeChat Pay
+//! callbacks, the reconciliation and expiry sweep, late payments refunded
+//! automatically, and the pay page's view of a payment.
+//!
+//! Every path that learns a payment's or refund's outcome (callback,
+//! query, sandbox button) ends in `payment_paid` / `refund_result`, whose
+//! store updates are conditional: the first caller moves the state and owes
+//! the instance its event (an outbox row keyed by payment and state), the
+//! others change nothing. So duplicates, replays and races settle once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+use super::{Error, Failure, Runtime};
+use crate::domain::{CheckedBill, Money};
+use crate::engine::{
+    self, business_number, Event, PayEffect, RefundEffect, PAYMENT_EXPIRED, PAYMENT_FAILED,
+    PAYMENT_SUCCEEDED, REFUND_ABNORMAL, REFUND_FAILED, REFUND_SUCCEEDED,
+};
+use crate::payments::{load_merchant, LinkSigner, Provider};
+use crate::store::{
+    self, NewPayment, NewRefund, NotificationRow, OutboxRow, OwedEvent, PaymentRow, RefundRefused,
+    RefundRow,
+};
+use crate::wechat::pay::client::{
+    verify_signed, NonceCache, PayClient, PayError, RefundRequest, Transaction,
+};
+
+/// How often a pending payment or processing refund is queried when no
+/// callback came, unless configured otherwise.
+pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::minutes(5);
+
+/// Waiting after a failed query before the next.
+const RETRY_QUERY_AFTER: Duration = Duration::minutes(1);
+
+/// The pay link stays readable this long after the order expires (to show its outcome).
+const LINK_GRACE: Duration = Duration::days(1);
+
+/// Payment state kept per runtime.
+#[derive(Default)]
+pub(super) struct PaymentsState {
+    signer: tokio::sync::OnceCell<LinkSigner>,
+    /// Clients by merchant id, with the `updated_at_ms` they were built from.
+    clients: std::sync::RwLock<HashMap<i64, (i64, Arc<PayClient>)>>,
+    /// Nonces of verified callbacks, per merchant.
+    nonces: std::sync::RwLock<HashMap<i64, Arc<NonceCache>>>,
+}
+
+/// Why a callback was refused: answered with this status and
+/// `{"code": "FAIL", "message": …}`, and nothing changed.
+#[derive(Debug)]
+pub struct CallbackRefused {
+    pub status: u16,
+    pub message: String,
+}
+
+fn refused(status: u16, message: impl Into<String>) -> CallbackRefused {
+    CallbackRefused {
+        status,
+        message: message.into(),
+    }
+}
+
+/// What the pay page shows.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PayView {
+    pub payment: String,
+    pub description: String,
+    pub amount: i64,
+    pub amount_yuan: String,
+    pub state: String,
+    pub scene: String,
+    pub sandbox: bool,
+    pub expires_at: String,
+    pub bill: Option<CheckedBill>,
+    pub code_url: Option<String>,
+    /// For `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`.
+    pub jsapi: Option<crate::wechat::pay::client::JsapiParams>,
+    pub refunded: i64,
+}
+
+/// Why the pay page cannot be shown or acted on.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("this link is not valid or has expired")]
+    BadLink,
+    #[error("the payment is {0}: it can no longer be paid here")]
+    NotPayable(String),
+    #[error("this payment is taken by WeChat Pay, not the sandbox")]
+    NotSandbox,
+    #[error(transparent)]
+    Runtime(#[from] Error),
+}
+
+fn shanghai(at: DateTime<Utc>) -> String {
+    at.with_timezone(&chrono_tz::Asia::Shanghai)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+fn store_failure(error: store::Error) -> Failure {
+    Failure::Transient(error.to_string())
+}
+
+fn payment_event(event_type: &str, payment: &PaymentRow, extra: serde_json::Value) -> OwedEvent {
+    let mut payload = json!({
+        "payment": payment.out_trade_no,
+        "amount": payment.amount_fen,
+        "amount_yuan": Money::from_fen(payment.amount_fen).to_yuan_string(),
+    });
+    if let (Some(object), serde_json::Value::Object(more)) = (payload.as_object_mut(), extra) {
+        object.extend(more);
+    }
+    OwedEvent {
+        event_type: event_type.to_owned(),
+        payload,
+    }
+}
+
+fn refund_event(event_type: &str, refund: &RefundRow, refund_id: Option<&str>) -> OwedEvent {
+    OwedEvent {
+        event_type: event_type.to_owned(),
+        payload: json!({
+            "payment": refund.out_trade_no,
+            "refund": refund.out_refund_no,
+            "amount": refund.amount_fen,
+            "amount_yuan": Money::from_fen(refund.amount_fen).to_yuan_string(),
+            "refund_id": refund_id,
+        }),
+    }
+}
+
+impl Runtime {
+    /// The key that signs pay links, made once per database.
+    async fn signer(&self) -> Result<&LinkSigner, Error> {
+        self.payments
+            .signer
+            .get_or_try_init(|| async {
+                let secret = self
+                    .store
+                    .setting_or_insert("pay_link_key", || {
+                        let mut bytes = [0u8; 32];
+                        let _ = ring::rand::SecureRandom::fill(
+                            &ring::rand::SystemRandom::new(),
+                            &mut bytes,
+                        );
+                        hex::encode(bytes)
+                    })
+                    .await?;
+                Ok::<_, Error>(LinkSigner::new(secret.as_bytes()))
+            })
+            .await
+    }
+
+    /// The pay page link of a payment.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn pay_link(
+        &self,
+        out_trade_no: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<String, Error> {
+        let token = self
+            .signer()
+            .await?
+            .sign(out_trade_no, expires_at + LINK_GRACE);
+        Ok(format!(
+            "{}/p/pay/{token}",
+            self.public_url.trim_end_matches('/')
+        ))
+    }
+
+    /// The WeChat Pay client of a stored merchant, built once per version of its row.
+    async fn client_of(&self, row: &store::MerchantRow) -> Result<Arc<PayClient>, String> {
+        if let Some((_, client)) = self
+            .payments
+            .clients
+            .read()
+            .ok()
+            .and_then(|c| c.get(&row.id).cloned())
+            .filter(|(updated, _)| *updated == row.updated_at_ms)
+        {
+            return Ok(client);
+        }
+        let config = load_merchant(row, &self.public_url).map_err(|e| e.to_string())?;
+        let client = Arc::new(PayClient::new(Arc::new(config), self.clock.clone()));
+        if let Ok(mut clients) = self.payments.clients.write() {
+            clients.insert(row.id, (row.updated_at_ms, client.clone()));
+        }
+        Ok(client)
+    }
+
+    /// Who takes a branch's payments: its merchant, else the sandbox,
+    /// which a production tenant refuses.
+    async fn provider_for(&self, tenant_id: &str, branch_id: &str) -> Result<Provider, Failure> {
+        match self
+            .store
+            .merchant_for(tenant_id, branch_id)
+            .await
+            .map_err(store_failure)?
+        {
+            Some(row) => {
+                let client = self.client_of(&row).await.map_err(Failure::Permanent)?;
+                Ok(Provider::Wechat {
+                    merchant_id: row.id,
+                    client,
+                })
+            }
+            None => {
+                let tenant = self.store.tenant(tenant_id).await.map_err(store_failure)?;
+                if tenant.is_some_and(|t| t.production) {
+                    return Err(Failure::Permanent(format!(
+                        "tenant `{tenant_id}` is marked production and has no WeChat Pay merchant: the sandbox takes no real money (o2flow merchants set)"
+                    )));
+                }
+                Ok(Provider::Sandbox)
+            }
+        }
+    }
+
+    /// The provider that took a payment.
+    async fn provider_of(&self, payment: &PaymentRow) -> Result<Provider, String> {
+        let Some(id) = payment.merchant_id else {
+            return Ok(Provider::Sandbox);
+        };
+        let row = self
+            .store
+            .merchant(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("merchant {id} is gone"))?;
+        Ok(Provider::Wechat {
+            merchant_id: id,
+            client: self.client_of(&row).await?,
+        })
+    }
+
+    /// Gives a message's `payment` (planned in the same step, else the
+    /// instance's latest) its pay page `link`.
+    pub(super) async fn add_pay_link(
+        &self,
+        row: &OutboxRow,
+        context: &mut serde_json::Value,
+    ) -> Result<(), Error> {
+        let planned = context["payment"]["id"].as_str().map(str::to_owned);
+        let payment = match planned {
+            Some(no) => self.store.payment(&no).await?,
+            None => self.store.payments_of(&row.instance_id).await?.pop(),
+        };
+        let (no, expires_at) = match (&payment, context["payment"]["expires_at"].as_str()) {
+            (Some(p), _) => (p.out_trade_no.clone(), store::from_ms(p.expires_at_ms)),
+            (None, Some(at)) => match (
+                context["payment"]["id"].as_str(),
+                DateTime::parse_from_rfc3339(at),
+            ) {
+                (Some(no), Ok(at)) => (no.to_owned(), at.with_timezone(&Utc)),
+                _ => return Ok(()),
+            },
+            (None, None) => return Ok(()),
+        };
+        let link = self.pay_link(&no, expires_at).await?;
+        if let Some(object) = context.as_object_mut() {
+            let entry = object.entry("payment").or_insert_with(|| json!({}));
+            if entry.is_null() {
+                *entry = json!({});
+            }
+            if let Some(payment_object) = entry.as_object_mut() {
+                payment_object.insert("link".into(), json!(link));
+                if let Some(p) = &payment {
+                    payment_object
+                        .entry("id")
+                        .or_insert_with(|| json!(p.out_trade_no));
+                    payment_object
+                        .entry("amount")
+                        .or_insert_with(|| json!(p.amount_fen));
+                    payment_object
+                        .entry("amount_yuan")
+                        .or_insert_with(|| json!(Money::from_fen(p.amount_fen).to_yuan_string()));
+                    payment_object
+                        .entry("description")
+                        .or_insert_with(|| json!(p.description));
+                    payment_object.insert("state".into(), json!(p.state));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- effects ----------------------------------------------------------------
+
+    /// The `pay` effect: record the payment, then open the order. A
+    /// provider error that retrying cannot fix fails the payment and tells
+    /// the flow (`payment.failed`).
+    pub(super) async fn execute_pay(
+        &self,
+        row: &OutboxRow,
+        pay: &PayEffect,
+    ) -> Result<(), Failure> {
+        let now = self.now();
+        let instance = self
+            .store
+            .instance(&row.tenant_id, &row.instance_id)
+            .await
+            .map_err(store_failure)?
+            .ok_or_else(|| Failure::Permanent(format!("instance {} is gone", row.instance_id)))?;
+        let provider = self
+            .provider_for(&row.tenant_id, &instance.branch_id)
+            .await?;
+        let bill = pay
+            .bill
+            .as_ref()
+            .and_then(|b| serde_json::to_string(b).ok());
+        let (payment, _) = self
+            .store
+            .insert_payment(
+                &NewPayment {
+                    out_trade_no: &pay.out_trade_no,
+                    tenant_id: &row.tenant_id,
+                    branch_id: &instance.branch_id,
+                    instance_id: &row.instance_id,
+                    effect_key: &row.effect_key,
+                    merchant_id: provider.merchant_id(),
+                    scene: pay.scene.as_str(),
+                    description: &pay.description,
+                    payer_id: &pay.payer.id,
+                    payer_openid: pay.payer.openid.as_deref(),
+                    amount_fen: pay.amount,
+                    bill,
+                    expires_at: pay.expires_at,
+                },
+                now,
+            )
+            .await
+            .map_err(store_failure)?;
+        let mut detail = json!({"effect": "pay", "key": row.effect_key, "payment": payment.out_trade_no, "provider": if provider.merchant_id().is_some() { "wechat" } else { "sandbox" }});
+        if payment.state == "creating" {
+            let time_expire = shanghai(store::from_ms(payment.expires_at_ms));
+            match provider.open(&payment, &time_expire).await {
+                Ok(opened) => {
+                    let next =
+                        (now + self.reconcile_every).min(store::from_ms(payment.expires_at_ms));
+                    self.store
+                        .payment_opened(
+                            &payment.out_trade_no,
+                            opened.prepay_id.as_deref(),
+                            opened.code_url.as_deref(),
+                            next,
+                            now,
+                        )
+                        .await
+                        .map_err(store_failure)?;
+                }
+                Err(error) if error.is_transient() => {
+                    return Err(Failure::Transient(error.to_string()));
+                }
+                Err(error) => {
+                    let message = error.to_string();
+                    tracing::warn!(instance.id = %row.instance_id, payment = %payment.out_trade_no, "payment {} refused: {message}", payment.out_trade_no);
+                    let event = payment_event(PAYMENT_FAILED, &payment, json!({"error": message}));
+                    self.store
+                        .payment_moved(
+                            &payment,
+                            &["creating"],
+                            "failed",
+                            None,
+                            Some(&message),
+                            Some(&event),
+                            now,
+                        )
+                        .await
+                        .map_err(store_failure)?;
+                    detail["failed"] = json!(message);
+                }
+            }
+        }
+        self.store
+            .outbox_done(row, &detail, now)
+            .await
+            .map_err(store_failure)
+    }
+
+    /// The `refund` effect: pick the payment and amount, reserve it, ask the
+    /// provider once; the sweep carries on from there.
+    pub(super) async fn execute_refund(
+        &self,
+        row: &OutboxRow,
+        refund: &RefundEffect,
+    ) -> Result<(), Failure> {
+        let now = self.now();
+        let payments = self
+            .store
+            .payments_of(&row.instance_id)
+            .await
+            .map_err(store_failure)?;
+        let payment = match &refund.payment {
+            Some(no) => payments
+                .iter()
+                .find(|p| &p.out_trade_no == no)
+                .ok_or_else(|| {
+                    Failure::Permanent(format!("this instance has no payment `{no}` to refund"))
+                })?,
+            None => payments
+                .iter()
+                .rev()
+                .find(|p| p.state == "succeeded")
+                .ok_or_else(|| {
+                    Failure::Permanent("this instance has no paid payment to refund".into())
+                })?,
+        };
+        if payment.state != "succeeded" {
+            return Err(Failure::Permanent(format!(
+                "payment {} is {}, not paid: nothing to refund",
+                payment.out_trade_no, payment.state
+            )));
+        }
+        let amount = refund
+            .amount
+            .unwrap_or(payment.amount_fen - payment.refunded_fen);
+        let existing = self
+            .store
+            .refund(&refund.out_refund_no)
+            .await
+            .map_err(store_failure)?;
+        if existing.is_none() && amount <= 0 {
+            return Err(Failure::Permanent(format!(
+                "payment {} is refunded in full already",
+                payment.out_trade_no
+            )));
+        }
+        let recorded = match existing {
+            Some(existing) => existing,
+            None => match self
+                .store
+                .insert_refund(
+                    &NewRefund {
+                        out_refund_no: &refund.out_refund_no,
+                        payment,
+                        effect_key: &row.effect_key,
+                        amount_fen: amount,
+                        reason: refund.reason.as_deref(),
+                        automatic: false,
+                    },
+                    now,
+                )
+                .await
+                .map_err(store_failure)?
+            {
+                Ok(recorded) => recorded,
+                Err(RefundRefused::NotEnough { asked, left }) => {
+                    return Err(Failure::Permanent(format!(
+                        "a refund of {} asked, but only {} of payment {} is left to refund",
+                        Money::from_fen(asked),
+                        Money::from_fen(left),
+                        payment.out_trade_no
+                    )))
+                }
+            },
+        };
+        if recorded.status == "pending" {
+            self.send_refund(&recorded)
+                .await
+                .map_err(Failure::Transient)?;
+        }
+        self.store
+            .outbox_done(row, &json!({"effect": "refund", "key": row.effect_key, "refund": recorded.out_refund_no, "payment": recorded.out_trade_no, "amount": recorded.amount_fen}), now)
+            .await
+            .map_err(store_failure)
+    }
+
+    /// Delivers an event a payment or refund owes its instance. A payment
+    /// that succeeded after the flow moved on (its state no longer waits
+    /// for it, or it is over) is refunded automatically.
+    pub(super) async fn deliver_owed(&self, row: &OutboxRow) -> Result<(), Failure> {
+        let owed: serde_json::Value =
+            serde_json::from_str(&row.payload).map_err(|e| Failure::Permanent(e.to_string()))?;
+        let event_type = owed["event_type"].as_str().unwrap_or_default().to_owned();
+        let payload = owed["payload"].clone();
+        let event = Event::Named {
+            event_type: event_type.clone(),
+            payload: payload.clone(),
+        };
+        let idempotency = Some((
+            row.effect_key.clone(),
+            store::sha256_hex(row.effect_key.as_bytes()),
+        ));
+        let delivered = match self
+            .send_event(&row.tenant_id, &row.instance_id, event, idempotency)
+            .await
+        {
+            Ok(result) => result.applied,
+            Err(Error::Engine(
+                engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
+            )) => false,
+            Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
+            Err(error) => return Err(Failure::Permanent(error.to_string())),
+        };
+        let mut detail = json!({"effect": "deliver_event", "key": row.effect_key, "event": event_type, "delivered": delivered});
+        if !delivered && event_type == PAYMENT_SUCCEEDED {
+            let no = payload["payment"].as_str().unwrap_or_default();
+            if let Some(payment) = self.store.payment(no).await.map_err(store_failure)? {
+                let refund = self
+                    .refund_late(&payment)
+                    .await
+                    .map_err(Failure::Transient)?;
+                detail["late_refund"] = json!(refund);
+            }
+        }
+        self.store
+            .outbox_done(row, &detail, self.now())
+            .await
+            .map_err(store_failure)
+    }
+
+    /// Refunds a payment the flow no longer wanted, in full; returns the refund number.
+    async fn refund_late(&self, payment: &PaymentRow) -> Result<Option<String>, String> {
+        let now = self.now();
+        tracing::warn!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} arrived after the flow moved on: refunding it", payment.out_trade_no);
+        self.store
+            .payment_late(&payment.out_trade_no, now)
+            .await
+            .map_err(|e| e.to_string())?;
+        let key = format!("late:{}", payment.out_trade_no);
+        let amount = payment.amount_fen - payment.refunded_fen;
+        if amount <= 0 {
+            return Ok(None);
+        }
+        let recorded = self
+            .store
+            .insert_refund(
+                &NewRefund {
+                    out_refund_no: &business_number("RL", &key),
+                    payment,
+                    effect_key: &key,
+                    amount_fen: amount,
+                    reason: Some("订单已失效，自动退款 / paid after the order was over"),
+                    automatic: true,
+                },
+                now,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        match recorded {
+            Ok(refund) => {
+                if refund.status == "pending" {
+                    self.send_refund(&refund).await?;
+                }
+                Ok(Some(refund.out_refund_no))
+            }
+            Err(RefundRefused::NotEnough { .. }) => Ok(None),
+        }
+    }
+
+    /// Asks the provider for a recorded refund (the same `out_refund_no` on
+    /// every try). A transient failure leaves it for the sweep.
+    async fn send_refund(&self, refund: &RefundRow) -> Result<(), String> {
+        let now = self.now();
+        let payment = self
+            .store
+            .payment(&refund.out_trade_no)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
+        let provider = self.provider_of(&payment).await?;
+        let request = RefundRequest {
+            out_trade_no: payment.out_trade_no.clone(),
+            out_refund_no: refund.out_refund_no.clone(),
+            reason: refund.reason.clone(),
+            refund: refund.amount_fen,
+            total: payment.amount_fen,
+        };
+        match provider.refund(&request).await {
+            Ok(answer) => self
+                .refund_result(refund, &answer.status, answer.refund_id.as_deref())
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) if error.is_transient() => {
+                self.store
+                    .refund_check_later(&refund.out_refund_no, now + RETRY_QUERY_AFTER, Some(&error.to_string()), now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            }
+            Err(error) => self
+                .refund_result(refund, "CLOSED", None)
+                .await
+                .map(|()| tracing::error!(refund = %refund.out_refund_no, "refund {} refused: {error}", refund.out_refund_no))
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Applies what WeChat Pay says of a refund (its answer, a callback or a query).
+    async fn refund_result(
+        &self,
+        refund: &RefundRow,
+        status: &str,
+        refund_id: Option<&str>,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let open = ["pending", "processing"];
+        let owed = |event_type: &str| {
+            (!refund.automatic).then(|| refund_event(event_type, refund, refund_id))
+        };
+        match status {
+            "SUCCESS" => {
+                self.store
+                    .refund_moved(
+                        refund,
+                        &open,
+                        "succeeded",
+                        refund_id,
+                        None,
+                        owed(REFUND_SUCCEEDED).as_ref(),
+                        now,
+                    )
+                    .await?;
+            }
+            "PROCESSING" => {
+                self.store
+                    .refund_moved(
+                        refund,
+                        &open,
+                        "processing",
+                        refund_id,
+                        Some(now + self.reconcile_every),
+                        None,
+                        now,
+                    )
+                    .await?;
+            }
+            "CLOSED" => {
+                let moved = self
+                    .store
+                    .refund_moved(
+                        refund,
+                        &open,
+                        "closed",
+                        refund_id,
+                        None,
+                        owed(REFUND_FAILED).as_ref(),
+                        now,
+                    )
+                    .await?;
+                if moved && refund.automatic {
+                    self.store
+                        .open_incident_for(
+                            &refund.tenant_id,
+                            &refund.instance_id,
+                            &refund.out_refund_no,
+                            "refund",
+                            "the automatic refund of a late payment closed: refund it by hand",
+                            now,
+                        )
+                        .await?;
+                }
+            }
+            "ABNORMAL" => {
+                let event = refund_event(REFUND_ABNORMAL, refund, refund_id);
+                let moved = self
+                    .store
+                    .refund_moved(
+                        refund,
+                        &open,
+                        "abnormal",
+                        refund_id,
+                        None,
+                        Some(&event),
+                        now,
+                    )
+                    .await?;
+                if moved {
+                    self.store
+                        .open_incident_for(&refund.tenant_id, &refund.instance_id, &refund.out_refund_no, "refund", "the refund went ABNORMAL (the payer's card or account cannot take it): settle it in the merchant platform", now)
+                        .await?;
+                }
+            }
+            other => {
+                tracing::warn!(refund = %refund.out_refund_no, "refund {} has status {other}", refund.out_refund_no);
+            }
+        }
+        Ok(())
+    }
+
+    /// A payment is paid (a verified callback, a query, the sandbox
+    /// button): moves it to `succeeded` once and owes the flow `payment.succeeded`.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn payment_paid(
+        &self,
+        payment: &PaymentRow,
+        transaction_id: &str,
+    ) -> Result<bool, Error> {
+        let event = payment_event(
+            PAYMENT_SUCCEEDED,
+            payment,
+            json!({"transaction_id": transaction_id}),
+        );
+        let moved = self
+            .store
+            .payment_moved(
+                payment,
+                &["creating", "pending", "expired", "failed"],
+                "succeeded",
+                Some(transaction_id),
+                None,
+                Some(&event),
+                self.now(),
+            )
+            .await?;
+        if moved {
+            tracing::info!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} succeeded", payment.out_trade_no);
+            self.wake.notify_one();
+        }
+        Ok(moved)
+    }
+
+    // ---- the sweep --------------------------------------------------------------
+
+    /// Queries pending payments and processing refunds whose callback has
+    /// not come (and closes orders past their expiry), sends refunds that
+    /// could not be sent, and processes notifications answered but not
+    /// processed. Returns how many rows it looked at.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn reconcile_payments(&self) -> Result<usize, Error> {
+        let now = self.now();
+        let mut seen = 0;
+        for payment in self
+            .store
+            .claim_due_payments(now, self.lease, super::BATCH)
+            .await?
+        {
+            seen += 1;
+            if let Err(error) = self.check_payment(&payment).await {
+                tracing::warn!(payment = %payment.out_trade_no, "checking payment {} failed: {error}", payment.out_trade_no);
+                self.store
+                    .payment_check_later(
+                        &payment.out_trade_no,
+                        now + RETRY_QUERY_AFTER,
+                        Some(&error),
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        for refund in self
+            .store
+            .claim_due_refunds(now, self.lease, super::BATCH)
+            .await?
+        {
+            seen += 1;
+            let outcome = if refund.status == "pending" {
+                self.send_refund(&refund).await
+            } else {
+                self.check_refund(&refund).await
+            };
+            if let Err(error) = outcome {
+                self.store
+                    .refund_check_later(
+                        &refund.out_refund_no,
+                        now + RETRY_QUERY_AFTER,
+                        Some(&error),
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        for notification in self.store.unprocessed_notifications(super::BATCH).await? {
+            seen += 1;
+            self.process_notification(&notification).await?;
+        }
+        Ok(seen)
+    }
+
+    async fn check_refund(&self, refund: &RefundRow) -> Result<(), String> {
+        let payment = self
+            .store
+            .payment(&refund.out_trade_no)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
+        let answer = self
+            .provider_of(&payment)
+            .await?
+            .query_refund(&refund.out_refund_no)
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status == "PROCESSING" {
+            let now = self.now();
+            return self
+                .store
+                .refund_check_later(&refund.out_refund_no, now + self.reconcile_every, None, now)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        self.refund_result(refund, &answer.status, answer.refund_id.as_deref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One pending payment due for a check: paid, closed elsewhere, failed,
+    /// or unpaid (closed and expired when past its expiry).
+    async fn check_payment(&self, payment: &PaymentRow) -> Result<(), String> {
+        let now = self.now();
+        let provider = self.provider_of(payment).await?;
+        let expires_at = store::from_ms(payment.expires_at_ms);
+        let answer = match provider.query(payment).await {
+            Ok(answer) => answer,
+            Err(PayError::Api { code, .. }) if code == "ORDER_NOT_EXIST" && now >= expires_at => {
+                return self.expire(payment).await.map_err(|e| e.to_string());
+            }
+            Err(error) => return Err(error.to_string()),
+        };
+        match answer.trade_state.as_str() {
+            "SUCCESS" | "REFUND" => {
+                self.check_amount(payment, &answer)?;
+                self.payment_paid(
+                    payment,
+                    answer.transaction_id.as_deref().unwrap_or_default(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            }
+            "CLOSED" | "REVOKED" => self.expire(payment).await.map_err(|e| e.to_string())?,
+            "PAYERROR" => {
+                let reason = answer
+                    .trade_state_desc
+                    .clone()
+                    .unwrap_or_else(|| "PAYERROR".into());
+                let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
+                self.store
+                    .payment_moved(
+                        payment,
+                        &["pending"],
+                        "failed",
+                        None,
+                        Some(&reason),
+                        Some(&event),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            _ if now >= expires_at => match provider.close(payment).await {
+                Ok(()) => self.expire(payment).await.map_err(|e| e.to_string())?,
+                // Paid while we closed: the next check finds it paid.
+                Err(PayError::Api { code, .. }) if code == "ORDERPAID" => {
+                    self.store
+                        .payment_check_later(&payment.out_trade_no, now, None, now)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(error) => return Err(error.to_string()),
+            },
+            _ => {
+                let next = (now + self.reconcile_every).min(expires_at);
+                self.store
+                    .payment_check_later(&payment.out_trade_no, next, None, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn expire(&self, payment: &PaymentRow) -> Result<(), Error> {
+        let event = payment_event(PAYMENT_EXPIRED, payment, json!({}));
+        self.store
+            .payment_moved(
+                payment,
+                &["pending", "creating"],
+                "expired",
+                None,
+                None,
+                Some(&event),
+                self.now(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn check_amount(&self, payment: &PaymentRow, answer: &Transaction) -> Result<(), String> {
+        let total = answer.amount.as_ref().and_then(|a| a.total);
+        match total {
+            Some(total) if total != payment.amount_fen => Err(format!(
+                "WeChat Pay says {} was paid for {}, but the order is for {}",
+                Money::from_fen(total),
+                payment.out_trade_no,
+                Money::from_fen(payment.amount_fen)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    // ---- callbacks --------------------------------------------------------------
+
+    /// A WeChat Pay notification for merchant `merchant_id`: verified over
+    /// the raw body (signature by serial, ±300 s, nonce never seen),
+    /// decrypted, checked against our order (mchid, appid, out_trade_no,
+    /// amount), and persisted once per notification id. Returns the
+    /// notification to process after answering, or none for a duplicate.
+    ///
+    /// # Errors
+    /// `CallbackRefused` with the status to answer; nothing was recorded.
+    pub async fn wechat_callback(
+        &self,
+        merchant_id: i64,
+        header: &dyn Fn(&str) -> Option<String>,
+        body: &[u8],
+    ) -> Result<Option<NotificationRow>, CallbackRefused> {
+        let now = self.now();
+        let row = self
+            .store
+            .merchant(merchant_id)
+            .await
+            .map_err(|e| refused(500, e.to_string()))?
+            .ok_or_else(|| refused(404, format!("no merchant {merchant_id}")))?;
+        let client = self.client_of(&row).await.map_err(|e| refused(500, e))?;
+        let config = client.config();
+        let nonces = {
+            let mut map = self
+                .payments
+                .nonces
+                .write()
+                .map_err(|_| refused(500, "lock"))?;
+            map.entry(merchant_id).or_default().clone()
+        };
+        verify_signed(&config.platform, &nonces, now.timestamp(), header, body).map_err(
+            |error| {
+                tracing::warn!(merchant.id = merchant_id, "refused a callback: {error}");
+                refused(401, error.to_string())
+            },
+        )?;
+        let envelope: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| refused(400, format!("not JSON: {e}")))?;
+        let resource = &envelope["resource"];
+        let plain = config
+            .api_v3_key
+            .decrypt(
+                resource["nonce"].as_str().unwrap_or_default(),
+                resource["associated_data"].as_str().unwrap_or_default(),
+                resource["ciphertext"].as_str().unwrap_or_default(),
+            )
+            .map_err(|e| refused(400, format!("cannot decrypt the resource: {e}")))?;
+        let plain: serde_json::Value = serde_json::from_slice(&plain)
+            .map_err(|e| refused(400, format!("resource is not JSON: {e}")))?;
+        let event_type = envelope["event_type"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let id = envelope["id"].as_str().unwrap_or_default().to_owned();
+        if id.is_empty() {
+            return Err(refused(400, "the notification has no id"));
+        }
+        if plain["mchid"].as_str() != Some(config.mchid.as_str()) {
+            return Err(refused(400, "the notification is for another mchid"));
+        }
+        let business_key = if event_type.starts_with("TRANSACTION.") {
+            let transaction: Transaction =
+                serde_json::from_value(plain.clone()).map_err(|e| refused(400, e.to_string()))?;
+            if transaction
+                .appid
+                .as_deref()
+                .is_some_and(|a| a != config.appid)
+            {
+                return Err(refused(400, "the notification is for another appid"));
+            }
+            let payment = self
+                .store
+                .payment(&transaction.out_trade_no)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?
+                .filter(|p| p.merchant_id == Some(merchant_id))
+                .ok_or_else(|| refused(404, format!("no order {}", transaction.out_trade_no)))?;
+            self.check_amount(&payment, &transaction)
+                .map_err(|e| refused(400, e))?;
+            format!("{}:{}", transaction.out_trade_no, transaction.trade_state)
+        } else if event_type.starts_with("REFUND.") {
+            let out_refund_no = plain["out_refund_no"].as_str().unwrap_or_default();
+            let refund = self
+                .store
+                .refund(out_refund_no)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?
+                .ok_or_else(|| refused(404, format!("no refund {out_refund_no}")))?;
+            let owner = self
+                .store
+                .payment(&refund.out_trade_no)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?;
+            if owner.and_then(|p| p.merchant_id) != Some(merchant_id) {
+                return Err(refused(404, format!("no refund {out_refund_no}")));
+            }
+            if let Some(amount) = plain["amount"]["refund"].as_i64() {
+                if amount != refund.amount_fen {
+                    return Err(refused(400, "the refund amount does not match ours"));
+                }
+            }
+            format!(
+                "{out_refund_no}:{}",
+                plain["refund_status"].as_str().unwrap_or_default()
+            )
+        } else {
+            return Err(refused(400, format!("unknown event type `{event_type}`")));
+        };
+        let stored = self
+            .store
+            .record_notification(merchant_id, &id, &event_type, &business_key, &plain, now)
+            .await
+            .map_err(|e| refused(500, e.to_string()))?;
+        Ok(stored)
+    }
+
+    /// Applies a persisted notification (after the 204, or by the sweep).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn process_notification(&self, notification: &NotificationRow) -> Result<(), Error> {
+        let plain: serde_json::Value =
+            serde_json::from_str(&notification.resource).unwrap_or_default();
+        let outcome = if notification.event_type.starts_with("TRANSACTION.") {
+            let no = plain["out_trade_no"].as_str().unwrap_or_default();
+            match (self.store.payment(no).await?, plain["trade_state"].as_str()) {
+                (Some(payment), Some("SUCCESS")) => {
+                    let transaction_id = plain["transaction_id"].as_str().unwrap_or_default();
+                    if self.payment_paid(&payment, transaction_id).await? {
+                        "applied"
+                    } else {
+                        "already known"
+                    }
+                }
+                _ => "ignored",
+            }
+        } else {
+            let no = plain["out_refund_no"].as_str().unwrap_or_default();
+            match self.store.refund(no).await? {
+                Some(refund) => {
+                    let status = plain["refund_status"].as_str().unwrap_or_default();
+                    self.refund_result(&refund, status, plain["refund_id"].as_str())
+                        .await?;
+                    "applied"
+                }
+                None => "ignored",
+            }
+        };
+        self.store
+            .notification_processed(notification.id, outcome, self.now())
+            .await?;
+        Ok(())
+    }
+
+    // ---- the pay page -----------------------------------------------------------
+
+    async fn payment_of_link(&self, token: &str) -> Result<PaymentRow, PageError> {
+        let no = self
+            .signer()
+            .await?
+            .verify(token, self.now())
+            .ok_or(PageError::BadLink)?;
+        self.store
+            .payment(&no)
+            .await
+            .map_err(Error::from)?
+            .ok_or(PageError::BadLink)
+    }
+
+    /// What the pay page behind a link shows.
+    ///
+    /// # Errors
+    /// `BadLink` for a forged or expired link.
+    pub async fn pay_view(&self, token: &str) -> Result<PayView, PageError> {
+        let payment = self.payment_of_link(token).await?;
+        let jsapi = match (&payment.prepay_id, payment.state.as_str()) {
+            (Some(prepay), "pending") => match self.provider_of(&payment).await {
+                Ok(provider) => provider.client().and_then(|c| c.jsapi_params(prepay).ok()),
+                Err(_) => None,
+            },
+            _ => None,
+        };
+        Ok(PayView {
+            payment: payment.out_trade_no.clone(),
+            description: payment.description.clone(),
+            amount: payment.amount_fen,
+            amount_yuan: Money::from_fen(payment.amount_fen).to_yuan_string(),
+            state: payment.state.clone(),
+            scene: payment.scene.clone(),
+            sandbox: payment.merchant_id.is_none(),
+            expires_at: shanghai(store::from_ms(payment.expires_at_ms)),
+            bill: payment
+                .bill
+                .as_deref()
+                .and_then(|b| serde_json::from_str(b).ok()),
+            code_url: payment.code_url.clone(),
+            jsapi,
+            refunded: payment.refunded_fen,
+        })
+    }
+
+    /// The sandbox's "Pay" button: pays through the same path as a verified callback.
+    ///
+    /// # Errors
+    /// `BadLink`, `NotSandbox`, `NotPayable`.
+    pub async fn sandbox_pay(&self, token: &str) -> Result<PayView, PageError> {
+        let payment = self.payment_of_link(token).await?;
+        if payment.merchant_id.is_some() {
+            return Err(PageError::NotSandbox);
+        }
+        if payment.state != "pending" && payment.state != "succeeded" {
+            return Err(PageError::NotPayable(payment.state));
+        }
+        let transaction_id = format!("SANDBOX{}", &payment.out_trade_no[2..]);
+        self.payment_paid(&payment, &transaction_id).await?;
+        self.pay_view(token).await
+    }
+
+    /// The sandbox's "Cancel" button: the payer declines; the order closes
+    /// and the flow gets `payment.failed`.
+    ///
+    /// # Errors
+    /// `BadLink`, `NotSandbox`, `NotPayable`.
+    pub async fn sandbox_decline(&self, token: &str) -> Result<PayView, PageError> {
+        let payment = self.payment_of_link(token).await?;
+        if payment.merchant_id.is_some() {
+            return Err(PageError::NotSandbox);
+        }
+        if payment.state != "pending" {
+            return Err(PageError::NotPayable(payment.state));
+        }
+        let event = payment_event(
+            PAYMENT_FAILED,
+            &payment,
+            json!({"error": "the payer cancelled"}),
+        );
+        self.store
+            .payment_moved(
+                &payment,
+                &["pending"],
+                "failed",
+                None,
+                Some("the payer cancelled"),
+                Some(&event),
+                self.now(),
+            )
+            .await
+            .map_err(Error::from)?;
+        self.wake.notify_one();
+        self.pay_view(token).await
+    }
+}
