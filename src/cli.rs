@@ -57,6 +57,65 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// Point a tenant or branch at its WeChat Pay merchant account.
+    Merchants {
+        #[command(subcommand)]
+        command: MerchantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantsCommand {
+    /// Create or replace the merchant of a tenant (or of one branch). The
+    /// secrets are given by reference (`file:/path` or `env:NAME`), checked
+    /// now, read again at each start, and never stored or printed.
+    Set(MerchantArgs),
+    /// List the merchants (no secrets).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MerchantArgs {
+    #[arg(long)]
+    pub tenant: String,
+    /// A branch with its own merchant; default: the whole tenant.
+    #[arg(long)]
+    pub branch: Option<String>,
+    #[arg(long)]
+    pub mchid: String,
+    /// The Official Account (or mini program) appid payers' openids belong to.
+    #[arg(long)]
+    pub appid: String,
+    /// The merchant API certificate's serial number.
+    #[arg(long)]
+    pub serial_no: String,
+    /// The merchant API private key (PKCS#8 PEM): `file:/etc/o2flow/apiclient_key.pem` or `env:NAME`.
+    #[arg(long)]
+    pub private_key: String,
+    /// The 32-character APIv3 key: `file:…` or `env:NAME`.
+    #[arg(long)]
+    pub api_v3_key: String,
+    /// The WeChat Pay public key (PEM): `file:…` or `env:NAME`.
+    #[arg(long)]
+    pub public_key: Option<String>,
+    /// Its id, `PUB_KEY_ID_…`.
+    #[arg(long)]
+    pub public_key_id: Option<String>,
+    /// Download platform certificates (`/v3/certificates`) instead of a public key.
+    #[arg(long)]
+    pub platform_certificates: bool,
+    /// Where WeChat Pay sends notifications; default `<public URL>/callbacks/wechatpay/<id>`.
+    #[arg(long)]
+    pub notify_url: Option<String>,
+    #[arg(long, default_value = crate::wechat::pay::client::DEFAULT_BASE_URL)]
+    pub base_url: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -90,6 +149,16 @@ fn parse_lease(text: &str) -> Result<chrono::Duration, String> {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
+    /// Mark a tenant as production: it takes real money only, so `serve`
+    /// refuses to start while it has no WeChat Pay merchant (no sandbox).
+    SetProduction {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, action = clap::ArgAction::Set, default_value_t = true)]
+        production: bool,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Set a tenant's IANA time zone (default Asia/Shanghai): the zone of its
     /// schedules that name none, moved at once.
     SetTimeZone {
@@ -262,8 +331,122 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
                 }
             }
         }
+        Command::Tenants {
+            command:
+                TenantsCommand::SetProduction {
+                    tenant,
+                    production,
+                    database,
+                },
+        } => {
+            let store = Store::connect(&database.database_url).await?;
+            if store.set_tenant_production(&tenant, production).await? {
+                println!("tenant `{tenant}` production: {production}");
+                Ok(0)
+            } else {
+                eprintln!("error: there is no tenant `{tenant}`");
+                Ok(1)
+            }
+        }
+        Command::Merchants {
+            command: MerchantsCommand::Set(args),
+        } => set_merchant(args).await,
+        Command::Merchants {
+            command: MerchantsCommand::List { tenant, database },
+        } => {
+            let store = Store::connect(&database.database_url).await?;
+            for m in store.merchants(tenant.as_deref()).await? {
+                let branch = if m.branch_id.is_empty() {
+                    "*"
+                } else {
+                    m.branch_id.as_str()
+                };
+                println!(
+                    "{}\ttenant={}\tbranch={branch}\tmchid={}\tappid={}\tverify={}\tbase_url={}",
+                    m.id,
+                    m.tenant_id,
+                    m.mchid,
+                    m.appid,
+                    if m.platform_certificates {
+                        "platform certificates".to_owned()
+                    } else {
+                        m.public_key_id.clone().unwrap_or_default()
+                    },
+                    m.base_url
+                );
+            }
+            Ok(0)
+        }
         Command::Serve(args) => serve(args).await,
     }
+}
+
+async fn set_merchant(args: MerchantArgs) -> anyhow::Result<i32> {
+    let store = Store::connect(&args.database.database_url).await?;
+    if store.tenant(&args.tenant).await?.is_none() {
+        eprintln!("error: there is no tenant `{}`", args.tenant);
+        return Ok(1);
+    }
+    if let Some(branch) = &args.branch {
+        if !store.branches(&args.tenant).await?.contains(branch) {
+            eprintln!("error: tenant `{}` has no branch `{branch}`", args.tenant);
+            return Ok(1);
+        }
+    }
+    if args.public_key.is_some() != args.public_key_id.is_some() {
+        eprintln!("error: give --public-key and --public-key-id together");
+        return Ok(1);
+    }
+    let merchant = crate::store::NewMerchant {
+        tenant_id: args.tenant.clone(),
+        branch_id: args.branch.clone(),
+        mchid: args.mchid,
+        appid: args.appid,
+        serial_no: args.serial_no,
+        private_key: args.private_key,
+        api_v3_key: args.api_v3_key,
+        public_key: args.public_key,
+        public_key_id: args.public_key_id,
+        platform_certificates: args.platform_certificates,
+        notify_url: args.notify_url,
+        base_url: args.base_url,
+    };
+    // Check every secret can be read and parsed before storing the account.
+    let probe = crate::store::MerchantRow {
+        id: 0,
+        tenant_id: merchant.tenant_id.clone(),
+        branch_id: merchant.branch_id.clone().unwrap_or_default(),
+        mchid: merchant.mchid.clone(),
+        appid: merchant.appid.clone(),
+        serial_no: merchant.serial_no.clone(),
+        private_key: merchant.private_key.clone(),
+        api_v3_key: merchant.api_v3_key.clone(),
+        public_key: merchant.public_key.clone(),
+        public_key_id: merchant.public_key_id.clone(),
+        platform_certificates: merchant.platform_certificates,
+        notify_url: merchant.notify_url.clone(),
+        base_url: merchant.base_url.clone(),
+        created_at_ms: 0,
+        updated_at_ms: 0,
+    };
+    if let Err(error) = crate::payments::load_merchant(&probe, "") {
+        eprintln!("error: {error}");
+        return Ok(1);
+    }
+    let row = store.upsert_merchant(&merchant, chrono::Utc::now()).await?;
+    println!(
+        "merchant {} (mchid {}) takes the payments of tenant `{}`{}; its callbacks go to {}",
+        row.id,
+        row.mchid,
+        row.tenant_id,
+        args.branch
+            .map(|b| format!(", branch `{b}`"))
+            .unwrap_or_default(),
+        row.notify_url
+            .clone()
+            .unwrap_or_else(|| format!("<public URL>/callbacks/wechatpay/{}", row.id))
+    );
+    Ok(0)
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
@@ -327,6 +510,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         )
     }));
     let now = chrono::Utc::now();
+    for tenant in store.tenants().await? {
+        if tenant.production && store.merchants(Some(&tenant.id)).await?.is_empty() {
+            eprintln!(
+                "error: refusing to start: tenant `{}` is marked production but has no WeChat Pay merchant, and the sandbox takes no real money (o2flow merchants set --tenant {} …, or o2flow tenants set-production --tenant {} --production false)",
+                tenant.id, tenant.id, tenant.id
+            );
+            return Ok(1);
+        }
+    }
     let mut first_key = None;
     if store.tenant_count().await? == 0 {
         store.ensure_tenant("demo", "Demo hospital", now).await?;

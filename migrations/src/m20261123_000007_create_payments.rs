@@ -108,6 +108,8 @@ impl MigrationTrait for Migration {
                     .col(text("branch_id"))
                     .col(text("instance_id"))
                     .col(text("effect_key"))
+                    // The `key` of the `pay` action (`rx`, `payment`).
+                    .col(text("name"))
                     // None: the sandbox.
                     .col(big_null("merchant_id"))
                     .col(text("scene"))

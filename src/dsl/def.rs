@@ -78,6 +78,8 @@ pub enum Action {
 /// Asks a party to pay an amount or a bill.
 #[derive(Debug, Clone)]
 pub struct PayAction {
+    /// The payment's name in the workflow.
+    pub key: String,
     pub amount: Option<Expr>,
     pub bill: Option<Expr>,
     pub description: Expr,
@@ -90,7 +92,8 @@ pub struct PayAction {
 /// Refunds a payment of the instance.
 #[derive(Debug, Clone)]
 pub struct RefundAction {
-    pub payment: Option<Expr>,
+    /// The `key` of the payment to refund.
+    pub payment: Option<String>,
     pub amount: Option<Expr>,
     pub reason: Option<Expr>,
 }

@@ -454,14 +454,18 @@ impl PayScene {
     }
 }
 
-/// `pay: { amount: input.fee, description: "'挂号费'", payer: patient, expires_in: 15m }`.
+/// `pay: { amount: fee, description: "'挂号费'", payer: patient, expires_in: 15m }`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct PaySpec {
-    /// What to pay: a `money` value (`input.fee`) or yuan text (`"'15.00'"`).
+    /// The payment's name in this workflow (default `payment`): `refund`
+    /// names it, events carry it as `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What to pay: a `money` input (`fee`) or yuan text (`"'15.00'"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<ExprText>,
-    /// Or a `bill` value (`input.bill`): the payer pays its self-paid part
+    /// Or a `bill` input (`bill`): the payer pays its self-paid part
     /// plus additions minus reductions; 医保 settles the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bill: Option<ExprText>,
@@ -472,7 +476,7 @@ pub struct PaySpec {
     /// `jsapi` (default), `native` or `h5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scene: Option<PayScene>,
-    /// How long the order stays payable (default 30m, 1m to 2h); after it
+    /// How long the order stays payable (default 30m, 1m to 7d); after it
     /// the order is queried, closed if unpaid, and the flow gets `payment.expired`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in: Option<String>,
@@ -482,10 +486,10 @@ pub struct PaySpec {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RefundSpec {
-    /// The payment to refund (its key, e.g. `event.payload.payment`);
-    /// default: this instance's latest paid payment.
+    /// The `key` of the `pay` to refund; default: this instance's latest
+    /// paid payment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub payment: Option<ExprText>,
+    pub payment: Option<String>,
     /// How much: a `money` value or yuan text; default everything not yet refunded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amount: Option<ExprText>,

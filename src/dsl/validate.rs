@@ -918,7 +918,7 @@ impl Checker<'_> {
                     path,
                     Anchor::Key,
                     "`pay` needs an `amount` or a `bill`".to_owned(),
-                    Some("amount: input.fee, or bill: input.bill".into()),
+                    Some("amount: fee, or bill: bill (inputs of type money or bill)".into()),
                 );
             }
             _ => {}
@@ -926,14 +926,14 @@ impl Checker<'_> {
         let description = self.check_expr(&spec.description.0, &path.key("description"));
         let expires_in = match spec.expires_in.as_deref().map(parse_duration) {
             None => Some(crate::dsl::DEFAULT_PAY_EXPIRES_IN),
-            Some(Ok(d)) if d >= Duration::minutes(1) && d <= Duration::hours(2) => Some(d),
+            Some(Ok(d)) if d >= Duration::minutes(1) && d <= Duration::days(7) => Some(d),
             Some(Ok(_)) => {
                 self.sink.push(
                     "invalid_value",
                     &path.key("expires_in"),
                     Anchor::Value,
-                    "`expires_in` must be between 1m and 2h".to_owned(),
-                    Some("WeChat Pay orders are meant to be paid while the person is at hand: 15m or 30m".into()),
+                    "`expires_in` must be between 1m and 7d".to_owned(),
+                    Some("15m for a registration fee, 1d for a prescription".into()),
                 );
                 None
             }
@@ -953,7 +953,19 @@ impl Checker<'_> {
         if !ok {
             return None;
         }
+        let key = spec.key.clone().unwrap_or_else(|| "payment".into());
+        if !is_identifier(&key) {
+            self.sink.push(
+                "invalid_name",
+                &path.key("key"),
+                Anchor::Value,
+                format!("`{key}` is not a valid payment key"),
+                Some("use snake_case letters, digits and _: rx, registration_fee".into()),
+            );
+            return None;
+        }
         Some(PayAction {
+            key,
             amount,
             bill,
             description: description?,
@@ -965,6 +977,24 @@ impl Checker<'_> {
 
     fn check_refund(&mut self, spec: &RefundSpec, path: &YamlPath) -> Option<RefundAction> {
         let mut ok = true;
+        let payment = spec.payment.clone();
+        if let Some(name) = &payment {
+            let keys = pay_keys(self.spec);
+            if !keys.contains(name) {
+                ok = false;
+                let known: Vec<&str> = keys.iter().map(String::as_str).collect();
+                self.sink.push(
+                    "unknown_payment",
+                    &path.key("payment"),
+                    Anchor::Value,
+                    format!("no `pay` in this workflow has key `{name}`"),
+                    Some(match did_you_mean(name, known.iter().copied()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("payment keys: {}", list_or_none(&known)),
+                    }),
+                );
+            }
+        }
         let mut compile = |this: &mut Self, source: &Option<ExprText>, key: &str| {
             source.as_ref().and_then(|e| {
                 let expr = this.check_expr(&e.0, &path.key(key));
@@ -972,7 +1002,6 @@ impl Checker<'_> {
                 expr
             })
         };
-        let payment = compile(self, &spec.payment, "payment");
         let amount = compile(self, &spec.amount, "amount");
         let reason = compile(self, &spec.reason, "reason");
         ok.then_some(RefundAction {
@@ -1198,6 +1227,38 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// The keys of every `pay` action in the file (default `payment`).
+fn pay_keys(spec: &WorkflowFile) -> BTreeSet<String> {
+    fn collect(actions: &[ActionSpec], keys: &mut BTreeSet<String>) {
+        for action in actions {
+            if let ActionSpec::Pay(pay) = action {
+                keys.insert(pay.key.clone().unwrap_or_else(|| "payment".into()));
+            }
+        }
+    }
+    let mut keys = BTreeSet::new();
+    for state in spec.states.values() {
+        collect(&state.enter, &mut keys);
+        collect(&state.exit, &mut keys);
+        collect(&state.on_cancel, &mut keys);
+        for timer in &state.timers {
+            collect(&timer.actions, &mut keys);
+        }
+        for handlers in state.on.values() {
+            match handlers {
+                Handlers::Target(_) => {}
+                Handlers::One(t) => collect(&t.actions, &mut keys),
+                Handlers::Many(list) => {
+                    for t in list {
+                        collect(&t.actions, &mut keys);
+                    }
+                }
+            }
+        }
+    }
+    keys
 }
 
 /// An example of a valid value of each type, for hints.

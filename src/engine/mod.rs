@@ -159,6 +159,8 @@ impl EffectKind {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct PayEffect {
     pub out_trade_no: String,
+    /// The `key` of the `pay` action.
+    pub name: String,
     pub payer: Party,
     pub scene: crate::dsl::PayScene,
     pub description: String,
@@ -173,7 +175,7 @@ pub struct PayEffect {
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RefundEffect {
     pub out_refund_no: String,
-    /// The payment's `out_trade_no`; none: the instance's latest paid payment.
+    /// The `key` of the payment to refund; none: the instance's latest paid payment.
     pub payment: Option<String>,
     /// Fen; none: everything not yet refunded.
     pub amount: Option<i64>,

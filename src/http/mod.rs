@@ -54,7 +54,7 @@ fn json_errors<B>(response: ServiceResponse<B>) -> actix_web::Result<ErrorHandle
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if is_json {
         return Ok(ErrorHandlerResponse::Response(
             response.map_into_left_body(),

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
-use super::handlers::{events, health, inbox, incidents, instances, workflows};
+use super::handlers::{events, health, inbox, incidents, instances, payments, workflows};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -30,6 +30,21 @@ pub fn configure(config: &mut web::ServiceConfig) {
         }))
         .app_data(web::PayloadConfig::default().limit(1 << 20))
         .route("/healthz", web::get().to(health::healthz))
+        .route(
+            "/callbacks/wechatpay/{merchant}",
+            web::post().to(payments::callback),
+        )
+        .route("/p/pay/{token}", web::get().to(payments::page))
+        .route("/p/pay/{token}/status", web::get().to(payments::status))
+        .route("/p/pay/{token}/qr.svg", web::get().to(payments::qr))
+        .route(
+            "/p/pay/{token}/sandbox/pay",
+            web::post().to(payments::sandbox_pay),
+        )
+        .route(
+            "/p/pay/{token}/sandbox/cancel",
+            web::post().to(payments::sandbox_cancel),
+        )
         .service(
             web::scope("/api/v1")
                 .route("/workflows", web::post().to(workflows::deploy))
@@ -46,6 +61,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/instances/{id}/history", web::get().to(instances::history))
                 .route("/instances/{id}/events", web::post().to(instances::event))
                 .route("/instances/{id}/cancel", web::post().to(instances::cancel))
+                .route(
+                    "/instances/{id}/payments",
+                    web::get().to(payments::of_instance),
+                )
+                .route("/merchants", web::get().to(payments::merchants))
                 .route("/events", web::post().to(events::publish))
                 .route("/incidents", web::get().to(incidents::list))
                 .route("/incidents/{id}/retry", web::post().to(incidents::retry))

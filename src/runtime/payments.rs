@@ -107,6 +107,7 @@ fn store_failure(error: store::Error) -> Failure {
 fn payment_event(event_type: &str, payment: &PaymentRow, extra: serde_json::Value) -> OwedEvent {
     let mut payload = json!({
         "payment": payment.out_trade_no,
+        "key": payment.name,
         "amount": payment.amount_fen,
         "amount_yuan": Money::from_fen(payment.amount_fen).to_yuan_string(),
     });
@@ -322,6 +323,7 @@ impl Runtime {
                     branch_id: &instance.branch_id,
                     instance_id: &row.instance_id,
                     effect_key: &row.effect_key,
+                    name: &pay.name,
                     merchant_id: provider.merchant_id(),
                     scene: pay.scene.as_str(),
                     description: &pay.description,
@@ -395,21 +397,20 @@ impl Runtime {
             .payments_of(&row.instance_id)
             .await
             .map_err(store_failure)?;
-        let payment = match &refund.payment {
-            Some(no) => payments
-                .iter()
-                .find(|p| &p.out_trade_no == no)
-                .ok_or_else(|| {
-                    Failure::Permanent(format!("this instance has no payment `{no}` to refund"))
-                })?,
-            None => payments
-                .iter()
-                .rev()
-                .find(|p| p.state == "succeeded")
-                .ok_or_else(|| {
-                    Failure::Permanent("this instance has no paid payment to refund".into())
-                })?,
-        };
+        // The latest paid payment of that key (or of any key), else the latest of that key.
+        let named = |p: &&PaymentRow| refund.payment.as_ref().is_none_or(|name| &p.name == name);
+        let payment = payments
+            .iter()
+            .rev()
+            .filter(named)
+            .find(|p| p.state == "succeeded")
+            .or_else(|| payments.iter().rev().find(named))
+            .ok_or_else(|| {
+                Failure::Permanent(match &refund.payment {
+                    Some(name) => format!("this instance has no payment `{name}` to refund"),
+                    None => "this instance has no paid payment to refund".into(),
+                })
+            })?;
         if payment.state != "succeeded" {
             return Err(Failure::Permanent(format!(
                 "payment {} is {}, not paid: nothing to refund",

@@ -16,6 +16,7 @@ mod instances;
 mod long_history;
 mod migrations;
 mod nodes;
+mod payments;
 mod schedules;
 mod wechat_pay;
 mod wechat_vectors;

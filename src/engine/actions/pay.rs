@@ -46,12 +46,13 @@ pub fn run(action: &PayAction, context: &mut ActionContext<'_>) -> Result<(), Er
     let expires_at = context.now + action.expires_in;
     context.history.push(HistoryEntry {
         kind: "effect_planned",
-        detail: json!({"effect": "pay", "key": context.key, "payment": out_trade_no, "amount": amount, "payer": payer.id, "scene": action.scene.as_str(), "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+        detail: json!({"effect": "pay", "key": context.key, "payment": out_trade_no, "name": action.key, "amount": amount, "payer": payer.id, "scene": action.scene.as_str(), "expires_at": expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
     });
     context.effects.push(Effect {
         key: context.key.clone(),
         kind: EffectKind::Pay(PayEffect {
             out_trade_no,
+            name: action.key.clone(),
             payer,
             scene: action.scene,
             description,
@@ -65,11 +66,7 @@ pub fn run(action: &PayAction, context: &mut ActionContext<'_>) -> Result<(), Er
 
 /// Emits a `Refund` effect; which payment and how much may be left to the runtime.
 pub fn run_refund(action: &RefundAction, context: &mut ActionContext<'_>) -> Result<(), Error> {
-    let payment = action
-        .payment
-        .as_ref()
-        .map(|expr| text_of(expr, context))
-        .transpose()?;
+    let payment = action.payment.clone();
     let amount = action
         .amount
         .as_ref()

@@ -29,6 +29,7 @@ pub fn run(action: &SendAction, context: &mut ActionContext<'_>) -> Result<(), E
         .find_map(|effect| match &effect.kind {
             EffectKind::Pay(pay) => Some(json!({
                 "id": pay.out_trade_no,
+            "key": pay.name,
                 "amount": pay.amount,
                 "amount_yuan": crate::domain::Money::from_fen(pay.amount).to_yuan_string(),
                 "description": pay.description,

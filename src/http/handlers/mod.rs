@@ -5,6 +5,7 @@ pub mod health;
 pub mod inbox;
 pub mod incidents;
 pub mod instances;
+pub mod payments;
 pub mod workflows;
 
 use actix_web::HttpRequest;

@@ -15,6 +15,8 @@ pub struct Model {
     pub instance_id: String,
     #[sea_orm(column_type = "Text")]
     pub effect_key: String,
+    #[sea_orm(column_type = "Text")]
+    pub name: String,
     pub merchant_id: Option<i64>,
     #[sea_orm(column_type = "Text")]
     pub scene: String,
