@@ -69,7 +69,7 @@ pub enum MerchantsCommand {
     /// Create or replace the merchant of a tenant (or of one branch). The
     /// secrets are given by reference (`file:/path` or `env:NAME`), checked
     /// now, read again at each start, and never stored or printed.
-    Set(MerchantArgs),
+    Set(Box<MerchantArgs>),
     /// List the merchants (no secrets).
     List {
         #[arg(long)]
@@ -350,7 +350,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Merchants {
             command: MerchantsCommand::Set(args),
-        } => set_merchant(args).await,
+        } => set_merchant(*args).await,
         Command::Merchants {
             command: MerchantsCommand::List { tenant, database },
         } => {

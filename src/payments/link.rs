@@ -34,9 +34,7 @@ impl LinkSigner {
 
     /// The payment a token names, if its signature holds and it has not expired.
     pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Option<String> {
-        let mut parts = token.rsplitn(2, '.');
-        let tag = parts.next()?;
-        let body = parts.next()?;
+        let (body, tag) = token.rsplit_once('.')?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         hmac::verify(&self.key, body.as_bytes(), &tag).ok()?;
         let (out_trade_no, expires) = body.split_once('.')?;

@@ -36,6 +36,9 @@ pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::minutes(5);
 /// Waiting after a failed query before the next.
 const RETRY_QUERY_AFTER: Duration = Duration::minutes(1);
 
+/// How soon a payment that arrived before its flow can take it is offered again.
+const EARLY_RETRY: Duration = Duration::seconds(15);
+
 /// The pay link stays readable this long after the order expires (to show its outcome).
 const LINK_GRACE: Duration = Duration::days(1);
 
@@ -494,7 +497,30 @@ impl Runtime {
             Ok(result) => result.applied,
             Err(Error::Engine(
                 engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
-            )) => false,
+            )) => {
+                // Early: the flow may still get to a state that takes the
+                // payment (while the order could still be paid). Try again soon.
+                let no = payload["payment"].as_str().unwrap_or_default();
+                let payment = self.store.payment(no).await.map_err(store_failure)?;
+                let now = self.now();
+                if let Some(payment) = payment.filter(|_| event_type == PAYMENT_SUCCEEDED) {
+                    let expires_at = store::from_ms(payment.expires_at_ms);
+                    if now < expires_at {
+                        let retry_at = (now + EARLY_RETRY).min(expires_at);
+                        self.store
+                            .outbox_attempt_failed(
+                                row,
+                                "the flow is not yet in a state that handles payment.succeeded",
+                                Some(retry_at),
+                                now,
+                            )
+                            .await
+                            .map_err(store_failure)?;
+                        return Ok(());
+                    }
+                }
+                false
+            }
             Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
             Err(error) => return Err(Failure::Permanent(error.to_string())),
         };

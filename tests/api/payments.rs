@@ -142,3 +142,307 @@ async fn sandbox_payment_books_then_cancel_refunds(app: TestApp) {
     assert_eq!(payments[0]["refunds"][0]["amount"], "15.00");
 }
 storage_test!(sandbox_payment_books_then_cancel_refunds);
+
+// ---- a WeChat Pay merchant, against the fake server ----------------------------
+
+use o2flow::store::NewMerchant;
+use o2flow::wechat::pay::crypto::{MerchantKey, VerifyingKey};
+use o2flow::wechat::pay::fake::{FakeConfig, FakeWechatPay, NotifyMode};
+
+use crate::wechat_pay::{api_key, APPID, MCHID, MERCHANT_SERIAL, OPENID, PUB_KEY_ID};
+use crate::wechat_vectors::read;
+
+/// The fake WeChat Pay server, and tenant `acme` pointed at it by
+/// configuration alone (secrets by file reference).
+pub struct Merchant {
+    pub fake: FakeWechatPay,
+    pub id: i64,
+    key_file: std::path::PathBuf,
+}
+
+impl Merchant {
+    pub async fn stop(self) {
+        self.fake.stop().await;
+        let _ = std::fs::remove_file(self.key_file);
+    }
+}
+
+pub async fn with_merchant(app: &TestApp) -> Merchant {
+    let fake = FakeWechatPay::start(FakeConfig {
+        mchid: MCHID.into(),
+        appid: APPID.into(),
+        merchant_serial: MERCHANT_SERIAL.into(),
+        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_serial: PUB_KEY_ID.into(),
+        api_v3_key: api_key(),
+        clock: app.clock.clone(),
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let key_file =
+        std::env::temp_dir().join(format!("o2flow-apiv3-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&key_file, crate::wechat_pay::API_V3_KEY).unwrap_or_else(|e| panic!("{e}"));
+    let mut merchant = NewMerchant {
+        tenant_id: "acme".into(),
+        branch_id: None,
+        mchid: MCHID.into(),
+        appid: APPID.into(),
+        serial_no: MERCHANT_SERIAL.into(),
+        private_key: "file:tests/vectors/wechat/merchant_private_key.pem".into(),
+        api_v3_key: format!("file:{}", key_file.display()),
+        public_key: Some("file:tests/vectors/wechat/platform_public_key.pem".into()),
+        public_key_id: Some(PUB_KEY_ID.into()),
+        platform_certificates: false,
+        notify_url: None,
+        base_url: fake.base_url.clone(),
+    };
+    let store = app.runtime.store();
+    let row = store
+        .upsert_merchant(&merchant, app.clock.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    merchant.notify_url = Some(app.url(&format!("/callbacks/wechatpay/{}", row.id)));
+    store
+        .upsert_merchant(&merchant, app.clock.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = app.deploy(&workflow("registration_payment")).await;
+    assert!(status == 200 || status == 201, "{body}");
+    Merchant {
+        fake,
+        id: row.id,
+        key_file,
+    }
+}
+
+use o2flow::runtime::Clock;
+
+pub async fn payment_no(app: &TestApp, instance: &str) -> String {
+    payments_of(app, instance).await[0]["payment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn count_events(history: &Value, event_type: &str) -> usize {
+    history["entries"]
+        .as_array()
+        .map(|e| {
+            e.iter()
+                .filter(|e| e["kind"] == "event" && e["detail"]["type"] == event_type)
+                .count()
+        })
+        .unwrap_or_default()
+}
+
+async fn wechat_payment_callback_refund_and_refund_callback(app: TestApp) {
+    let m = with_merchant(&app).await;
+    let (instance, link) = start_registration(&app, "REG2", Some(OPENID)).await;
+    let no = payment_no(&app, &instance).await;
+    assert_eq!(m.fake.trade_state(&no).as_deref(), Some("NOTPAY"));
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(payments[0]["provider"], "wechat", "{payments}");
+    assert_eq!(payments[0]["state"], "pending");
+
+    // The page offers JSAPI payment with a paySign for the prepay id.
+    let html = app
+        .client
+        .get(app.url(&link))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_default();
+    assert!(
+        html.contains("wechat-pay") && html.contains("prepay_id="),
+        "{html}"
+    );
+    assert!(
+        !html.contains("id=\"pay\""),
+        "no sandbox button for a real merchant"
+    );
+
+    // The user pays; the notification comes twice (same id, signed
+    // again): both answered 204, applied once.
+    let answers = m.fake.user_pays(&no, NotifyMode::Resend).await;
+    assert_eq!(answers, vec![204, 204]);
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "booked");
+    let notifications = app
+        .runtime
+        .store()
+        .notifications(m.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        notifications.len(),
+        1,
+        "the duplicate is dropped by notification id"
+    );
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(count_events(&history, "payment.succeeded"), 1, "{history}");
+
+    // Cancel: the refund goes to WeChat Pay (PROCESSING), then its callback completes it.
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{instance}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "refunding");
+    let payments = payments_of(&app, &instance).await;
+    let refund_no = payments[0]["refunds"][0]["refund"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        payments[0]["refunds"][0]["status"], "processing",
+        "{payments}"
+    );
+    // Replayed byte for byte: the copy is refused (nonce seen), the original applied.
+    assert_eq!(
+        m.fake
+            .refund_completes(&refund_no, "SUCCESS", NotifyMode::Duplicate)
+            .await,
+        vec![204, 401]
+    );
+    app.advance(Duration::zero()).await;
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(state_of(&app, &instance).await, "refunded", "{history}");
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(payments[0]["refunds"][0]["status"], "succeeded");
+    assert_eq!(payments[0]["refunded"], "15.00");
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(count_events(&history, "refund.succeeded"), 1, "{history}");
+    // One order and one refund request went to WeChat Pay.
+    let requests = m.fake.requests();
+    let orders = requests
+        .iter()
+        .filter(|(method, path, _)| {
+            method == "POST" && path.starts_with("/v3/pay/transactions/jsapi")
+        })
+        .count();
+    let refunds = requests
+        .iter()
+        .filter(|(method, path, _)| {
+            method == "POST" && path.starts_with("/v3/refund/domestic/refunds")
+        })
+        .count();
+    assert_eq!((orders, refunds), (1, 1), "{requests:?}");
+    m.stop().await;
+}
+storage_test!(wechat_payment_callback_refund_and_refund_callback);
+
+async fn forged_callbacks_change_nothing_and_reconciliation_finds_the_payment(app: TestApp) {
+    let m = with_merchant(&app).await;
+    let (instance, _) = start_registration(&app, "REG3", Some(OPENID)).await;
+    let no = payment_no(&app, &instance).await;
+
+    // The user pays, but every notification that reaches us is refused:
+    // probe, stale, unknown serial. Nothing changes.
+    for mode in [
+        NotifyMode::Probe,
+        NotifyMode::StaleTimestamp,
+        NotifyMode::WrongSerial,
+    ] {
+        let answers = m.fake.user_pays(&no, mode).await;
+        assert_eq!(answers, vec![401], "{mode:?}");
+    }
+    // A body changed after signing, and one with no signature at all.
+    let response = app
+        .client
+        .post(app.url(&format!("/callbacks/wechatpay/{}", m.id)))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"EV-forged","event_type":"TRANSACTION.SUCCESS"}"#)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(response.status().as_u16(), 401);
+    let body: Value = response.json().await.unwrap_or_default();
+    assert_eq!(body["code"], "FAIL", "{body}");
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "awaiting_payment");
+    assert_eq!(payments_of(&app, &instance).await[0]["state"], "pending");
+    assert!(app
+        .runtime
+        .store()
+        .notifications(m.id)
+        .await
+        .unwrap_or_default()
+        .is_empty());
+
+    // No callback ever came: the reconciliation query finds it paid.
+    app.advance(Duration::minutes(5)).await;
+    assert_eq!(state_of(&app, &instance).await, "booked");
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(count_events(&history, "payment.succeeded"), 1);
+    // A late genuine callback now changes nothing more.
+    let answers = m.fake.user_pays(&no, NotifyMode::Normal).await;
+    assert_eq!(answers, vec![204]);
+    app.advance(Duration::zero()).await;
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(count_events(&history, "payment.succeeded"), 1, "{history}");
+    m.stop().await;
+}
+storage_test!(forged_callbacks_change_nothing_and_reconciliation_finds_the_payment);
+
+async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
+    let m = with_merchant(&app).await;
+    // Unpaid for 15 minutes: queried, closed, the flow gets payment.expired.
+    let (expiring, _) = start_registration(&app, "REG4", Some(OPENID)).await;
+    let expiring_no = payment_no(&app, &expiring).await;
+    app.advance(Duration::minutes(15)).await;
+    assert_eq!(state_of(&app, &expiring).await, "unpaid");
+    assert_eq!(m.fake.trade_state(&expiring_no).as_deref(), Some("CLOSED"));
+    assert_eq!(payments_of(&app, &expiring).await[0]["state"], "expired");
+
+    // Cancelled by the hospital (the slot is resold), then the patient pays
+    // anyway: the payment is recorded, refunded in full, and the flow stays over.
+    let (cancelled, _) = start_registration(&app, "REG5", Some(OPENID)).await;
+    let no = payment_no(&app, &cancelled).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{cancelled}/cancel"),
+            &json!({"reason": "slot resold"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(m.fake.user_pays(&no, NotifyMode::Normal).await, vec![204]);
+    app.advance(Duration::zero()).await;
+    let (_, instance) = app.get(&format!("/api/v1/instances/{cancelled}")).await;
+    assert_eq!(instance["status"], "cancelled", "{instance}");
+    let payments = payments_of(&app, &cancelled).await;
+    assert_eq!(payments[0]["state"], "succeeded", "{payments}");
+    assert_eq!(payments[0]["late"], true);
+    assert_eq!(payments[0]["refunds"][0]["automatic"], true);
+    assert_eq!(payments[0]["refunds"][0]["amount"], "15.00");
+    let refund_no = payments[0]["refunds"][0]["refund"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The refund completes without a callback: found by reconciliation.
+    assert!(m
+        .fake
+        .refund_completes(&refund_no, "SUCCESS", NotifyMode::Drop)
+        .await
+        .is_empty());
+    app.advance(Duration::minutes(5)).await;
+    assert_eq!(
+        payments_of(&app, &cancelled).await[0]["refunds"][0]["status"],
+        "succeeded"
+    );
+    m.stop().await;
+}
+storage_test!(an_unpaid_order_expires_and_a_late_payment_is_refunded);

@@ -20,14 +20,14 @@ use serde_json::Value;
 
 use crate::wechat_vectors::{platform_keys, read};
 
-const MCHID: &str = "1230000109";
-const APPID: &str = "wx7e57c0de00000001";
-const MERCHANT_SERIAL: &str = "7E57C0DE0000000000000000000000000000A001";
-const PUB_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000TEST";
-const API_V3_KEY: &str = "TestOnlyApiV3Key-NotReal-32bytes";
-const OPENID: &str = "oTestOnly_7e57c0de_openid001";
+pub const MCHID: &str = "1230000109";
+pub const APPID: &str = "wx7e57c0de00000001";
+pub const MERCHANT_SERIAL: &str = "7E57C0DE0000000000000000000000000000A001";
+pub const PUB_KEY_ID: &str = "PUB_KEY_ID_0100000000000000000000000000TEST";
+pub const API_V3_KEY: &str = "TestOnlyApiV3Key-NotReal-32bytes";
+pub const OPENID: &str = "oTestOnly_7e57c0de_openid001";
 
-fn api_key() -> ApiV3Key {
+pub fn api_key() -> ApiV3Key {
     ApiV3Key::new(API_V3_KEY).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -14,8 +14,9 @@ use crate::http::AppState;
 use crate::runtime::{PageError, PayView};
 use crate::store::{from_ms, MerchantRow, PaymentRow, RefundRow};
 
-/// `POST /callbacks/wechatpay/{merchant}`: verified, checked and persisted,
-/// then 204 at once; processing runs after the answer. Anything refused
+/// `POST /callbacks/wechatpay/{merchant}`: verified, checked, persisted
+/// and applied to the payment, then 204; the flow moves after the answer.
+/// Anything refused
 /// gets 4xx/5xx with `{"code":"FAIL","message":…}`, never 200.
 pub async fn callback(
     state: web::Data<AppState>,
@@ -36,16 +37,17 @@ pub async fn callback(
         .await
     {
         Ok(stored) => {
+            // Applying it is one short transaction (the payment's new state
+            // and the event owed to the flow); the flow itself moves after
+            // the answer, through the outbox. If this fails, the sweep
+            // applies the stored notification later.
             if let Some(notification) = stored {
-                let runtime = state.runtime.clone();
-                tokio::spawn(async move {
-                    if let Err(error) = runtime.process_notification(&notification).await {
-                        tracing::warn!(
-                            "notification {} left for the sweep: {error}",
-                            notification.id
-                        );
-                    }
-                });
+                if let Err(error) = state.runtime.process_notification(&notification).await {
+                    tracing::warn!(
+                        "notification {} left for the sweep: {error}",
+                        notification.id
+                    );
+                }
             }
             HttpResponse::NoContent().finish()
         }

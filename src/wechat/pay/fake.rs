@@ -47,14 +47,21 @@ pub enum AnswerFault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NotifyMode {
     Normal,
-    /// The same notification twice.
+    /// The same notification twice, byte for byte (a replay: the second
+    /// must be refused by the nonce check).
     Duplicate,
+    /// The same notification (same id) sent again, freshly signed, as
+    /// WeChat Pay retries when it did not see an answer.
+    Resend,
     /// A `WECHATPAY/SIGNTEST/` probe: must be refused.
     Probe,
     /// Signed ten minutes ago: must be refused.
     StaleTimestamp,
     /// Signed under a serial the merchant does not hold: must be refused.
     WrongSerial,
+    /// Lost on the way: the state changes, no notification arrives
+    /// (reconciliation must find it).
+    Drop,
 }
 
 #[derive(Debug, Clone)]
@@ -442,9 +449,16 @@ impl Fake {
         if mode == NotifyMode::Probe {
             headers[3].1 = format!("{SIGNTEST_PREFIX}{}", headers[3].1);
         }
-        let times = if mode == NotifyMode::Duplicate { 2 } else { 1 };
+        let times = match mode {
+            NotifyMode::Duplicate | NotifyMode::Resend => 2,
+            NotifyMode::Drop => 0,
+            _ => 1,
+        };
         let mut statuses = Vec::new();
-        for _ in 0..times {
+        for attempt in 0..times {
+            if mode == NotifyMode::Resend && attempt > 0 {
+                headers = self.sign(timestamp, &serial, &body);
+            }
             let mut request = self
                 .http
                 .post(url)
