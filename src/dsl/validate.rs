@@ -186,7 +186,7 @@ fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
     } else if message.starts_with("unknown variant") && message.contains("`set`") {
         (
             "unknown_action",
-            Some("actions available now: set, send, start".into()),
+            Some("actions available now: set, send, start, pay, refund".into()),
         )
     } else if message.starts_with("unknown variant") {
         (

@@ -77,10 +77,17 @@ pub fn load_merchant(
             VerifyingKey::from_public_key_pem(&pem).map_err(invalid("WeChat Pay public key"))?;
         platform.add(id, verifying);
         wechatpay_serial.clone_from(id);
-    } else if !row.platform_certificates {
+    } else {
+        // Platform-certificate mode (downloading `/v3/certificates`) is not
+        // wired into the runtime yet: refuse rather than verify nothing.
         return Err(MerchantError::Invalid {
             what: "verification",
-            reason: "give the WeChat Pay public key and its PUB_KEY_ID, or choose platform-certificate mode".into(),
+            reason: if row.platform_certificates {
+                "platform-certificate mode is not supported yet: give the WeChat Pay public key (--public-key) and its PUB_KEY_ID (--public-key-id)".into()
+            } else {
+                "give the WeChat Pay public key (--public-key) and its PUB_KEY_ID (--public-key-id)"
+                    .into()
+            },
         });
     }
     let notify_url = row.notify_url.clone().unwrap_or_else(|| {
