@@ -4,6 +4,7 @@
 mod helpers;
 
 mod bad_input;
+mod browser;
 mod cancel;
 mod children;
 mod cli;
