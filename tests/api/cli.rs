@@ -195,3 +195,97 @@ fn serve_on_a_fresh_database_prints_a_key_once_that_works_at_once() {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
 }
+
+/// A hospital points o2flow at its merchant account by configuration alone;
+/// a production tenant never runs on the sandbox; secrets are checked, never printed.
+#[test]
+fn merchants_are_configured_by_reference_and_production_refuses_the_sandbox() {
+    let dir = std::env::temp_dir().join(format!("o2flow-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let db = format!("sqlite:{}", dir.join("o2flow.db").display());
+    let (code, _, stderr) = o2flow(&[
+        "keys",
+        "create",
+        "--tenant",
+        "city",
+        "--role",
+        "admin",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stdout, stderr) = o2flow(&[
+        "tenants",
+        "set-production",
+        "--tenant",
+        "city",
+        "--database-url",
+        &db,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("production: true"), "{stdout}");
+
+    // No merchant: serve refuses to start rather than take sandbox "payments".
+    let (code, _, stderr) = o2flow(&["serve", "--bind", "127.0.0.1:0", "--database-url", &db]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("tenant `city` is marked production"),
+        "{stderr}"
+    );
+
+    // A secret that cannot be read is named, not shown; nothing is stored.
+    let key_file = dir.join("apiv3.key");
+    std::fs::write(&key_file, crate::wechat_pay::API_V3_KEY).unwrap_or_else(|e| panic!("{e}"));
+    let api_v3 = format!("file:{}", key_file.display());
+    let mut args = vec![
+        "merchants",
+        "set",
+        "--tenant",
+        "city",
+        "--mchid",
+        crate::wechat_pay::MCHID,
+        "--appid",
+        crate::wechat_pay::APPID,
+        "--serial-no",
+        crate::wechat_pay::MERCHANT_SERIAL,
+        "--api-v3-key",
+        &api_v3,
+        "--public-key",
+        "file:tests/vectors/wechat/platform_public_key.pem",
+        "--public-key-id",
+        crate::wechat_pay::PUB_KEY_ID,
+        "--database-url",
+        &db,
+    ];
+    let mut missing = args.clone();
+    missing.extend(["--private-key", "file:/nonexistent/apiclient_key.pem"]);
+    let (code, _, stderr) = o2flow(&missing);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("private key: cannot read file:/nonexistent/apiclient_key.pem"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = o2flow(&["merchants", "list", "--database-url", &db]);
+    assert!(stdout.trim().is_empty(), "{stdout}");
+
+    args.extend([
+        "--private-key",
+        "file:tests/vectors/wechat/merchant_private_key.pem",
+    ]);
+    let (code, stdout, stderr) = o2flow(&args);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("/callbacks/wechatpay/1"), "{stdout}");
+    let (_, listed, _) = o2flow(&["merchants", "list", "--database-url", &db]);
+    assert!(listed.contains(crate::wechat_pay::MCHID), "{listed}");
+    for output in [&stdout, &stderr, &listed] {
+        assert!(!output.contains(crate::wechat_pay::API_V3_KEY), "{output}");
+        assert!(!output.contains("PRIVATE KEY"), "{output}");
+    }
+
+    // With its merchant, the production tenant starts.
+    let (mut child, address, _) = crate::helpers::spawn_serve(crate::helpers::serve_command(&db));
+    assert!(address.starts_with("http://127.0.0.1:"), "{address}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -446,3 +446,173 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
     m.stop().await;
 }
 storage_test!(an_unpaid_order_expires_and_a_late_payment_is_refunded);
+
+use o2flow::wechat::pay::fake::AnswerFault;
+
+async fn abnormal_refund_opens_an_incident_and_system_errors_are_retried(app: TestApp) {
+    let m = with_merchant(&app).await;
+    // WeChat Pay fails the first order request with SYSTEM_ERROR: the client
+    // retries with the same out_trade_no and body, and one order exists.
+    m.fake.inject(AnswerFault::SystemError);
+    let (instance, _) = start_registration(&app, "REG6", Some(OPENID)).await;
+    let no = payment_no(&app, &instance).await;
+    let order_requests: Vec<_> = m
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|(method, path, _)| {
+            method == "POST" && path.starts_with("/v3/pay/transactions/jsapi")
+        })
+        .map(|(_, _, status)| status)
+        .collect();
+    assert_eq!(order_requests, vec![500, 200]);
+    assert_eq!(m.fake.trade_state(&no).as_deref(), Some("NOTPAY"));
+
+    assert_eq!(m.fake.user_pays(&no, NotifyMode::Normal).await, vec![204]);
+    app.advance(Duration::zero()).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{instance}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    let refund_no = payments_of(&app, &instance).await[0]["refunds"][0]["refund"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        m.fake
+            .refund_completes(&refund_no, "ABNORMAL", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "refund_needs_staff");
+    assert_eq!(
+        payments_of(&app, &instance).await[0]["refunds"][0]["status"],
+        "abnormal"
+    );
+    let (_, incidents) = app.get("/api/v1/incidents").await;
+    let incidents = incidents["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        incidents
+            .iter()
+            .any(|i| i["instance_id"] == instance.as_str()
+                && i["effect"] == "refund"
+                && i["effect_key"] == refund_no.as_str()),
+        "{incidents:?}"
+    );
+    m.stop().await;
+}
+storage_test!(abnormal_refund_opens_an_incident_and_system_errors_are_retried);
+
+const HOTEL_PREPAY: &str = r#"
+name: hotel_prepay
+title: 房费预付 / Room prepayment
+inputs:
+  guest: party
+  booking_id: string
+  deposit: money
+start: holding
+states:
+  holding:
+    enter:
+      - pay: { amount: deposit, description: "'房费预付 ' + booking_id", payer: guest, scene: native, expires_in: 30m }
+    on:
+      room.confirmed: confirmed
+  confirmed:
+    on:
+      payment.succeeded: paid
+  paid: { final: completed }
+"#;
+
+async fn an_early_payment_waits_for_the_flow_and_a_native_order_has_a_qr(app: TestApp) {
+    let m = with_merchant(&app).await;
+    let (status, body) = app.deploy(HOTEL_PREPAY).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "hotel_prepay", "input": {"guest": {"id": "g1", "name": "赵六"}, "booking_id": "BK1", "deposit": "388.00"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    app.advance(Duration::zero()).await;
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(payments[0]["scene"], "native");
+    assert_eq!(payments[0]["amount"], "388.00");
+    let no = payments[0]["payment"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The guest pays before the flow waits for it: kept, not refunded.
+    assert_eq!(m.fake.user_pays(&no, NotifyMode::Normal).await, vec![204]);
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "holding");
+    assert_eq!(payments_of(&app, &instance).await[0]["refunds"], json!([]));
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{instance}/events"),
+            &json!({"type": "room.confirmed"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::seconds(15)).await;
+    assert_eq!(state_of(&app, &instance).await, "paid");
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(payments[0]["late"], false, "{payments}");
+    assert_eq!(payments[0]["refunds"], json!([]));
+    m.stop().await;
+}
+storage_test!(an_early_payment_waits_for_the_flow_and_a_native_order_has_a_qr);
+
+async fn a_bill_that_does_not_add_up_is_refused_and_merchants_show_no_secret(app: TestApp) {
+    let (status, body) = app.deploy(&workflow("prescription_billing")).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({
+                "workflow": "prescription_billing",
+                "input": {
+                    "patient": {"id": "p-rx2"},
+                    "prescription_id": "RX2",
+                    "bill": {
+                        "items": [{"name": "阿莫西林胶囊", "amount": "25.00"}],
+                        "insurance": {"pooled_fund": "20.00", "personal_account": "10.00", "self_pay": "0.00"}
+                    }
+                }
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "invalid_input");
+    let problem = body["details"]["problems"][0]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        problem.contains("3000") && problem.contains("2500"),
+        "{problem}"
+    );
+    let (_, list) = app
+        .get("/api/v1/instances?workflow=prescription_billing")
+        .await;
+    assert_eq!(list["items"], json!([]), "nothing was created");
+
+    let m = with_merchant(&app).await;
+    let (status, body) = app.get("/api/v1/merchants").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["merchants"][0]["mchid"], MCHID);
+    let text = body.to_string();
+    assert!(
+        !text.contains("private_key") && !text.contains("api_v3_key") && !text.contains("file:"),
+        "{text}"
+    );
+    let (status, _) = app.get_with("/api/v1/merchants", &app.viewer_key).await;
+    assert_eq!(status, 403);
+    m.stop().await;
+}
+storage_test!(a_bill_that_does_not_add_up_is_refused_and_merchants_show_no_secret);
