@@ -9,8 +9,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    Statement, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QueryOrder, Statement, TransactionTrait,
 };
 
 use super::entities::{merchants, outbox, pay_notifications, payments, refunds, settings, tenants};
@@ -429,21 +429,8 @@ impl Store {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        payments::Entity::update_many()
-            .col_expr(payments::Column::NextCheckAtMs, Expr::value(ms(at)))
-            .col_expr(
-                payments::Column::LockedUntilMs,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(
-                payments::Column::LastError,
-                Expr::value(error.map(str::to_owned)),
-            )
-            .col_expr(payments::Column::UpdatedAtMs, Expr::value(ms(now)))
-            .filter(payments::Column::OutTradeNo.eq(out_trade_no))
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        self.check_later("payments", "out_trade_no", out_trade_no, at, error, now)
+            .await
     }
 
     /// Claims pending payments due for a check (reconciliation or expiry).
@@ -456,22 +443,15 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<PaymentRow>> {
-        let sql = format!(
-            "UPDATE payments SET locked_until_ms = $1 WHERE out_trade_no IN (\
-             SELECT out_trade_no FROM payments WHERE state = 'pending' AND next_check_at_ms <= $2 \
-             AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
-             ORDER BY next_check_at_ms LIMIT $3{}) RETURNING *",
-            self.skip_locked_clause()
-        );
-        let values = [
-            ms(now + lease).into(),
-            ms(now).into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
-        ];
-        Ok(payments::Entity::find()
-            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
-            .all(&self.db)
-            .await?)
+        self.claim_due::<payments::Entity>(
+            "payments",
+            "out_trade_no",
+            "state = 'pending'",
+            now,
+            lease,
+            limit,
+        )
+        .await
     }
 
     // ---- refunds ----------------------------------------------------------------
@@ -656,21 +636,8 @@ impl Store {
         error: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        refunds::Entity::update_many()
-            .col_expr(refunds::Column::NextCheckAtMs, Expr::value(ms(at)))
-            .col_expr(
-                refunds::Column::LockedUntilMs,
-                Expr::value(Option::<i64>::None),
-            )
-            .col_expr(
-                refunds::Column::LastError,
-                Expr::value(error.map(str::to_owned)),
-            )
-            .col_expr(refunds::Column::UpdatedAtMs, Expr::value(ms(now)))
-            .filter(refunds::Column::OutRefundNo.eq(out_refund_no))
-            .exec(&self.db)
-            .await?;
-        Ok(())
+        self.check_later("refunds", "out_refund_no", out_refund_no, at, error, now)
+            .await
     }
 
     /// Claims refunds due for sending (`pending`) or a check (`processing`).
@@ -683,10 +650,31 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<RefundRow>> {
+        self.claim_due::<refunds::Entity>(
+            "refunds",
+            "out_refund_no",
+            "status IN ('pending', 'processing')",
+            now,
+            lease,
+            limit,
+        )
+        .await
+    }
+
+    /// Claims rows of `table` matching `open` whose check is due, for `lease`.
+    async fn claim_due<E: EntityTrait>(
+        &self,
+        table: &str,
+        key: &str,
+        open: &str,
+        now: DateTime<Utc>,
+        lease: chrono::Duration,
+        limit: u64,
+    ) -> Result<Vec<E::Model>> {
         let sql = format!(
-            "UPDATE refunds SET locked_until_ms = $1 WHERE out_refund_no IN (\
-             SELECT out_refund_no FROM refunds WHERE status IN ('pending', 'processing') \
-             AND next_check_at_ms <= $2 AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
+            "UPDATE {table} SET locked_until_ms = $1 WHERE {key} IN (\
+             SELECT {key} FROM {table} WHERE {open} AND next_check_at_ms <= $2 \
+             AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
              ORDER BY next_check_at_ms LIMIT $3{}) RETURNING *",
             self.skip_locked_clause()
         );
@@ -695,10 +683,36 @@ impl Store {
             ms(now).into(),
             i64::try_from(limit).unwrap_or(i64::MAX).into(),
         ];
-        Ok(refunds::Entity::find()
+        Ok(E::find()
             .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
             .all(&self.db)
             .await?)
+    }
+
+    /// Releases a claimed payment or refund until `at`, noting the last error.
+    async fn check_later(
+        &self,
+        table: &str,
+        key: &str,
+        value: &str,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let sql = format!(
+            "UPDATE {table} SET next_check_at_ms = $1, locked_until_ms = NULL, last_error = $2, \
+             updated_at_ms = $3 WHERE {key} = $4"
+        );
+        let values = [
+            ms(at).into(),
+            error.map(str::to_owned).into(),
+            ms(now).into(),
+            value.to_owned().into(),
+        ];
+        self.db
+            .execute(Statement::from_sql_and_values(self.backend(), sql, values))
+            .await?;
+        Ok(())
     }
 
     // ---- notifications ----------------------------------------------------------
