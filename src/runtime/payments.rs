@@ -508,10 +508,10 @@ impl Runtime {
                     if now < expires_at {
                         let retry_at = (now + EARLY_RETRY).min(expires_at);
                         self.store
-                            .outbox_attempt_failed(
+                            .outbox_postpone(
                                 row,
+                                retry_at,
                                 "the flow is not yet in a state that handles payment.succeeded",
-                                Some(retry_at),
                                 now,
                             )
                             .await

@@ -671,6 +671,15 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<E::Model>> {
+        // An idle pass of the background loop only reads (as the timer and
+        // outbox claims do): on PostgreSQL a claim is a commit.
+        let probe = format!(
+            "SELECT {key} FROM {table} WHERE {open} AND next_check_at_ms <= $1 \
+             AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1"
+        );
+        if !self.any_due(&probe, now).await? {
+            return Ok(Vec::new());
+        }
         let sql = format!(
             "UPDATE {table} SET locked_until_ms = $1 WHERE {key} IN (\
              SELECT {key} FROM {table} WHERE {open} AND next_check_at_ms <= $2 \

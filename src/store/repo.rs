@@ -673,7 +673,7 @@ impl Store {
     /// Whether a read-only probe finds anything due: an idle pass of the
     /// background loop then costs one read, never a write (on PostgreSQL a
     /// claim is a commit, and commits wait for the disk).
-    async fn any_due(&self, sql: &str, now: DateTime<Utc>) -> Result<bool> {
+    pub(super) async fn any_due(&self, sql: &str, now: DateTime<Utc>) -> Result<bool> {
         let row = self
             .db
             .query_one(Statement::from_sql_and_values(
@@ -880,6 +880,43 @@ impl Store {
             now,
         )
         .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Offers a pending outbox row again at `at` without counting an
+    /// attempt; the instance's history notes it only the first time.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn outbox_postpone(
+        &self,
+        row: &OutboxRow,
+        at: DateTime<Utc>,
+        note: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        outbox::Entity::update_many()
+            .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
+            .col_expr(outbox::Column::LastError, Expr::value(note.to_owned()))
+            .col_expr(
+                outbox::Column::LockedUntilMs,
+                Expr::value(Option::<i64>::None),
+            )
+            .filter(outbox::Column::Id.eq(row.id))
+            .exec(&txn)
+            .await?;
+        if row.last_error.as_deref() != Some(note) {
+            append_history(
+                &txn,
+                &row.instance_id,
+                "effect_postponed",
+                &serde_json::json!({"effect": row.kind, "key": row.effect_key, "reason": note}),
+                now,
+            )
+            .await?;
+        }
         txn.commit().await?;
         Ok(())
     }
