@@ -2,4 +2,5 @@
 //! host configurable (no maintained crate lets the base URL point at a
 //! local fake). See `docs/payments.md`.
 
+pub mod oa;
 pub mod pay;

@@ -285,3 +285,193 @@ fn debug_output_never_shows_keys() {
     assert!(!shown.contains("TestOnly"), "{shown}");
     assert!(shown.contains("redacted"));
 }
+
+// ---- RSA-OAEP sensitive fields (医保 payer name and ID digest) -----------------
+
+#[test]
+fn oaep_fields_decrypt_under_the_platform_key_and_the_fixed_ciphertexts_decrypt_too() {
+    use o2flow::wechat::pay::crypto::{decrypt_oaep_for_tests, id_digest};
+    let file = json("oaep_encrypt.json");
+    let private = read("platform_private_key.pem");
+    assert_eq!(
+        id_digest("11010519491231002x"),
+        "ae05564031c21338aa8a2e7266e7855c",
+        "{}",
+        s(&file["id_digest_rule"])
+    );
+    let public = VerifyingKey::from_public_key_pem(&read(s(
+        &file["encrypt_with"]["public_key_mode"]["file"]
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (certified, serial) = VerifyingKey::from_certificate_pem(&read(s(
+        &file["encrypt_with"]["certificate_mode"]["file"]
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        serial,
+        s(&file["encrypt_with"]["certificate_mode"]["Wechatpay-Serial"])
+    );
+    let all = cases(&file);
+    assert_eq!(all.len(), 2);
+    for case in all {
+        let name = s(&case["name"]);
+        let plaintext = s(&case["plaintext"]);
+        assert_eq!(
+            hex::encode(plaintext),
+            s(&case["plaintext_utf8_hex"]),
+            "{name}"
+        );
+        // Theirs decrypts as ours would be decrypted by WeChat Pay.
+        assert_eq!(
+            decrypt_oaep_for_tests(&private, s(&case["ciphertext"])).as_deref(),
+            Ok(plaintext),
+            "{name}"
+        );
+        // Ours: 344 Base64 characters (256 bytes), fresh each time, and decrypts.
+        for key in [&public, &certified] {
+            let first = key
+                .encrypt_oaep(plaintext)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let second = key
+                .encrypt_oaep(plaintext)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(first.len(), 344, "{name}");
+            assert_ne!(first, second, "OAEP is randomised");
+            assert_eq!(
+                decrypt_oaep_for_tests(&private, &first).as_deref(),
+                Ok(plaintext),
+                "{name}"
+            );
+        }
+    }
+    // Not under another key.
+    let ours = public
+        .encrypt_oaep("张三")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        decrypt_oaep_for_tests(&read("merchant_private_key.pem"), &ours),
+        Err(CryptoError::Decryption)
+    );
+}
+
+// ---- Official Account: server URL and safe mode ---------------------------------
+
+#[test]
+fn official_account_url_verification_signatures() {
+    use o2flow::wechat::oa::crypto::{sorted_sha1, verify_url};
+    let file = json("oa_url_verification.json");
+    let token = s(&file["token"]);
+    let all = cases(&file);
+    assert_eq!(all.len(), 4);
+    for case in all {
+        let name = s(&case["name"]);
+        let query = &case["query"];
+        let outcome = verify_url(
+            token,
+            s(&query["signature"]),
+            s(&query["timestamp"]),
+            s(&query["nonce"]),
+        );
+        assert_eq!(
+            outcome.is_ok(),
+            case["expected_valid"].as_bool().unwrap_or(true),
+            "{name}"
+        );
+        if let Some(expected) = case["expected_signature"].as_str() {
+            assert_eq!(
+                sorted_sha1(&[token, s(&query["timestamp"]), s(&query["nonce"])]),
+                expected,
+                "{name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn official_account_safe_mode_decrypts_encrypts_and_refuses() {
+    use o2flow::wechat::oa::crypto::{OaCryptoError, SafeMode};
+    let file = json("oa_safe_mode.json");
+    let account = &file["account"];
+    let mode = SafeMode::new(
+        s(&account["token"]),
+        s(&account["encoding_aes_key"]),
+        s(&account["appid"]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        hex::encode(mode.key()),
+        s(&file["key_derivation"]["aes_key_hex"])
+    );
+    let random = |case: &Value| -> [u8; 16] {
+        s(&case["random16"])
+            .as_bytes()
+            .try_into()
+            .unwrap_or_else(|_| panic!("random16"))
+    };
+    let mut incoming = vec![file["incoming"].clone()];
+    incoming.extend(file["extra_cases"].as_array().cloned().unwrap_or_default());
+    for case in &incoming {
+        let name = s(&case["name"]);
+        let xml = mode
+            .decrypt_message(
+                s(&case["body"]),
+                s(&case["query"]["msg_signature"]),
+                s(&case["timestamp"]),
+                s(&case["nonce"]),
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(xml, s(&case["inner_xml"]), "{name}");
+        assert_eq!(xml.len() as u64, case["xml_length"].as_u64().unwrap_or(0));
+        // Encrypting it again with the same random bytes gives the same bytes.
+        assert_eq!(
+            mode.encrypt(&xml, &random(case)),
+            s(&case["encrypt"]),
+            "{name}"
+        );
+    }
+    let reply = &file["reply"];
+    assert_eq!(
+        mode.encrypt_reply(
+            s(&reply["inner_xml"]),
+            &random(reply),
+            s(&reply["timestamp"]),
+            s(&reply["nonce"])
+        ),
+        s(&reply["reply_body"])
+    );
+    assert_eq!(
+        mode.msg_signature(
+            s(&reply["timestamp"]),
+            s(&reply["nonce"]),
+            s(&reply["encrypt"])
+        ),
+        s(&reply["msg_signature"])
+    );
+    for case in file["negative_cases"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let name = s(&case["name"]);
+        let account_mode = match case["configured_appid"].as_str() {
+            Some(appid) => {
+                SafeMode::new(s(&account["token"]), s(&account["encoding_aes_key"]), appid)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            }
+            None => mode.clone(),
+        };
+        let outcome = account_mode.decrypt_message(
+            s(&case["body"]),
+            s(&case["msg_signature"]),
+            s(&case["timestamp"]),
+            s(&case["nonce"]),
+        );
+        match name {
+            "wrong_msg_signature" => assert_eq!(outcome, Err(OaCryptoError::BadSignature)),
+            _ => assert!(
+                matches!(outcome, Err(OaCryptoError::AppIdMismatch(_))),
+                "{name}: {outcome:?}"
+            ),
+        }
+    }
+}

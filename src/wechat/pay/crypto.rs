@@ -7,6 +7,9 @@
 //!   certificate, chosen by `Wechatpay-Serial`; both may be held during a
 //!   switch.
 //! - Notification resources are AES-256-GCM under the 32-byte APIv3 key.
+//! - Sensitive request fields (a 医保 payer's name and ID digest) are
+//!   RSAES-OAEP (SHA-1, MGF1-SHA-1, empty label) under the WeChat Pay key,
+//!   Base64; a public-key operation, so the `rsa` crate is fine here.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,6 +45,8 @@ pub enum CryptoError {
     Decryption,
     #[error("the APIv3 key must be exactly 32 bytes")]
     BadApiV3Key,
+    #[error("encryption failed: {0}")]
+    Encryption(String),
 }
 
 /// The merchant's private key (PKCS#8), for signing requests and `paySign`.
@@ -226,6 +231,26 @@ impl VerifyingKey {
         Ok((key, serial))
     }
 
+    /// Encrypts a sensitive field as WeChat Pay asks: RSAES-OAEP with
+    /// SHA-1 and MGF1-SHA-1, empty label, Base64 (344 characters for a
+    /// 2048-bit key). Randomised: the same value gives a new ciphertext each time.
+    ///
+    /// # Errors
+    /// `Encryption` for a value too long for the key (over 214 bytes at 2048 bits).
+    pub fn encrypt_oaep(&self, plaintext: &str) -> Result<String, CryptoError> {
+        use rsa::pkcs1::DecodeRsaPublicKey;
+        let key = rsa::RsaPublicKey::from_pkcs1_der(&self.rsa_public_key)
+            .map_err(|e| CryptoError::BadKey(e.to_string()))?;
+        let ciphertext = key
+            .encrypt(
+                &mut rsa::rand_core::OsRng,
+                rsa::Oaep::new::<sha1::Sha1>(),
+                plaintext.as_bytes(),
+            )
+            .map_err(|e| CryptoError::Encryption(e.to_string()))?;
+        Ok(BASE64.encode(ciphertext))
+    }
+
     /// Checks a Base64 SHA256withRSA signature over `message`.
     ///
     /// # Errors
@@ -256,6 +281,18 @@ impl PlatformKeys {
         self.keys.insert(serial.to_ascii_uppercase(), key);
     }
 
+    /// The key held under `serial`.
+    pub fn get(&self, serial: &str) -> Option<&VerifyingKey> {
+        self.keys.get(&serial.to_ascii_uppercase())
+    }
+
+    /// Drops every platform certificate (keys not named `PUB_KEY_ID_…`),
+    /// before a fresh download puts the current ones back.
+    pub fn retain_public_keys(&mut self) {
+        self.keys
+            .retain(|serial, _| serial.starts_with("PUB_KEY_ID_"));
+    }
+
     pub fn serials(&self) -> Vec<String> {
         let mut serials: Vec<String> = self.keys.keys().cloned().collect();
         serials.sort();
@@ -284,6 +321,38 @@ impl PlatformKeys {
             .ok_or_else(|| CryptoError::UnknownSerial(serial.to_owned()))?;
         key.verify(&response_message(timestamp, nonce, body), signature)
     }
+}
+
+/// `payer.id_digest` of a 医保 order: the lowercase hex MD5 of the
+/// upper-cased ID number (so `…002x` and `…002X` agree).
+pub fn id_digest(id_number: &str) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(
+        id_number.trim().to_ascii_uppercase().as_bytes(),
+    ))
+}
+
+/// Decrypts an OAEP (SHA-1) field with a private key: what WeChat Pay does
+/// with our sensitive fields, and so what the fake server does. Test keys
+/// only (the `rsa` crate's private-key operations are not constant-time,
+/// RUSTSEC-2023-0071; o2flow itself never holds WeChat Pay's private key).
+///
+/// # Errors
+/// `BadKey` or `Decryption`.
+pub fn decrypt_oaep_for_tests(
+    private_pem: &str,
+    ciphertext_b64: &str,
+) -> Result<String, CryptoError> {
+    use rsa::pkcs8::DecodePrivateKey;
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)
+        .map_err(|e| CryptoError::BadKey(e.to_string()))?;
+    let ciphertext = BASE64
+        .decode(ciphertext_b64)
+        .map_err(|_| CryptoError::Decryption)?;
+    let plain = key
+        .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ciphertext)
+        .map_err(|_| CryptoError::Decryption)?;
+    String::from_utf8(plain).map_err(|_| CryptoError::Decryption)
 }
 
 /// The APIv3 key: exactly 32 bytes, used as-is as an AES-256 key.
