@@ -106,7 +106,8 @@ pub struct MerchantArgs {
     /// Its id, `PUB_KEY_ID_…`.
     #[arg(long)]
     pub public_key_id: Option<String>,
-    /// Download platform certificates (`/v3/certificates`) instead of a public key.
+    /// Platform-certificate mode: download `/v3/certificates` (and again on a
+    /// serial not held). With --public-key too, both are held during the switch.
     #[arg(long)]
     pub platform_certificates: bool,
     /// Where WeChat Pay sends notifications; default `<public URL>/callbacks/wechatpay/<id>`.

@@ -10,6 +10,7 @@ mod m20261123_000004_create_incidents;
 mod m20261123_000005_create_schedules;
 mod m20261123_000006_add_instance_parent;
 mod m20261123_000007_create_payments;
+mod m20261201_000008_add_medical_insurance;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_create_schedules::Migration),
             Box::new(m20261123_000006_add_instance_parent::Migration),
             Box::new(m20261123_000007_create_payments::Migration),
+            Box::new(m20261201_000008_add_medical_insurance::Migration),
         ]
     }
 }

@@ -57,6 +57,58 @@ pub struct InsuranceSplit {
     pub self_pay: i64,
 }
 
+/// `order_type` values WeChat Pay's 医保 orders take; the scene must match.
+pub const ORDER_TYPES: [&str; 11] = [
+    "REG_PAY",
+    "DIAG_PAY",
+    "COVID_EXAM_PAY",
+    "IN_HOSP_PAY",
+    "PHARMACY_PAY",
+    "INSURANCE_PAY",
+    "INT_REG_PAY",
+    "INT_RE_DIAG_PAY",
+    "INT_RX_PAY",
+    "COVID_ANTIGEN_PAY",
+    "MED_PAY",
+];
+
+/// The insured person, as a 医保 order names them. The ID number itself is
+/// never kept: on input it becomes `id_digest` (lowercase MD5 of the
+/// upper-cased number), which is all WeChat Pay takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InsuredPayer {
+    pub name: String,
+    pub id_digest: String,
+}
+
+/// What the insurance bureau's pre-settlement gave the hospital for this
+/// bill: with it, o2flow makes a WeChat 医保 mixed order (both legs paid in
+/// one step by the patient) instead of charging the self-paid part alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settlement {
+    /// `REG_PAY`, `DIAG_PAY`, `PHARMACY_PAY`… (`ORDER_TYPES`).
+    pub order_type: String,
+    /// The city's 医保 code (`city_id`), e.g. `440300`.
+    pub city_id: String,
+    /// The hospital's code and name with the insurance bureau.
+    pub med_inst_no: String,
+    pub med_inst_name: String,
+    /// The hospital's order number uploaded with the fee details (`serial_no`, 【6201】).
+    pub serial_no: String,
+    /// The bureau's pre-settlement ids.
+    pub pay_order_id: String,
+    pub pay_auth_no: String,
+    pub payer: InsuredPayer,
+    /// `longitude,latitude` of the patient, when the city asks for it.
+    #[serde(default)]
+    pub geo_location: Option<String>,
+    /// The bureau's test environment.
+    #[serde(default)]
+    pub test_env: bool,
+}
+
 /// A bill as the HIS sends it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -69,6 +121,9 @@ pub struct Bill {
     pub add: Vec<Adjustment>,
     #[serde(default)]
     pub reduce: Vec<Adjustment>,
+    /// Present when the insured part is paid through WeChat 医保 mixed payment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<Settlement>,
 }
 
 /// `mix_pay_type`: which legs the bill has.
@@ -112,6 +167,36 @@ pub enum BillError {
     ReduceTooLarge { reduce: i64, available: i64 },
     #[error("nothing to pay: the bill totals 0")]
     Empty,
+    #[error("settlement: {0}")]
+    Settlement(String),
+}
+
+/// Checks an 18-character resident ID number (17 digits, then a digit or
+/// `X`, with the GB 11643 check digit) and gives its `id_digest`.
+///
+/// # Errors
+/// Why the number is not one.
+pub fn id_number_digest(id_number: &str) -> Result<String, String> {
+    let number = id_number.trim().to_ascii_uppercase();
+    let bytes = number.as_bytes();
+    if bytes.len() != 18
+        || !bytes[..17].iter().all(u8::is_ascii_digit)
+        || !(bytes[17].is_ascii_digit() || bytes[17] == b'X')
+    {
+        return Err("`payer.id_number` must be 18 characters: 17 digits, then a digit or X".into());
+    }
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    let sum: u32 = bytes[..17]
+        .iter()
+        .zip(WEIGHTS)
+        .map(|(b, w)| u32::from(b - b'0') * w)
+        .sum();
+    let check = b"10X98765432"[(sum % 11) as usize];
+    if bytes[17] != check {
+        return Err("`payer.id_number` has a wrong check digit: is it typed correctly?".into());
+    }
+    use md5::Digest;
+    Ok(hex::encode(md5::Md5::digest(bytes)))
 }
 
 /// Reads a bill as people write it, amounts in yuan as quoted decimals
@@ -137,6 +222,19 @@ pub fn from_yuan_json(value: &serde_json::Value) -> Result<CheckedBill, String> 
         }
     }
     let mut value = value.clone();
+    // The ID number becomes its digest at once: the number is never stored.
+    if let Some(payer) = value
+        .get_mut("settlement")
+        .and_then(|s| s.get_mut("payer"))
+        .and_then(J::as_object_mut)
+    {
+        if let Some(number) = payer.remove("id_number") {
+            let number = number
+                .as_str()
+                .ok_or("`settlement.payer.id_number` must be text")?;
+            payer.insert("id_digest".into(), J::from(id_number_digest(number)?));
+        }
+    }
     if let Some(items) = value.get_mut("items").and_then(J::as_array_mut) {
         for (i, item) in items.iter_mut().enumerate() {
             if let Some(amount) = item.get_mut("amount") {
@@ -170,6 +268,19 @@ pub fn from_fen_json(value: &serde_json::Value) -> Result<CheckedBill, String> {
     let bill: Bill =
         serde_json::from_value(value.clone()).map_err(|e| format!("not a bill: {e}"))?;
     bill.check().map_err(|e| e.to_string())
+}
+
+impl CheckedBill {
+    /// The bill as people may see it (a page, an API answer): the insured
+    /// person's name masked (`张*`) and the ID digest left out.
+    #[must_use]
+    pub fn masked(mut self) -> CheckedBill {
+        if let Some(settlement) = self.bill.settlement.as_mut() {
+            settlement.payer.name = super::Party::mask_name(&settlement.payer.name);
+            settlement.payer.id_digest.clear();
+        }
+        self
+    }
 }
 
 impl Bill {
@@ -273,6 +384,9 @@ impl Bill {
         if mix_pay_type == MixPayType::CashOnly && wechat_pay_cash == 0 {
             return Err(BillError::Empty);
         }
+        if let Some(settlement) = &self.settlement {
+            check_settlement(settlement, mix_pay_type)?;
+        }
         Ok(CheckedBill {
             bill: self,
             total,
@@ -283,6 +397,46 @@ impl Bill {
             mix_pay_type,
         })
     }
+}
+
+fn check_settlement(settlement: &Settlement, mix: MixPayType) -> Result<(), BillError> {
+    let refuse = |why: String| Err(BillError::Settlement(why));
+    if mix == MixPayType::CashOnly {
+        return refuse("the bill has no insured part (pooled fund, personal account and other funds are 0): leave out `settlement` and it is paid as an ordinary order".into());
+    }
+    if !ORDER_TYPES.contains(&settlement.order_type.as_str()) {
+        return refuse(format!(
+            "`order_type` is `{}`: one of {}",
+            settlement.order_type,
+            ORDER_TYPES.join(", ")
+        ));
+    }
+    for (name, value) in [
+        ("city_id", &settlement.city_id),
+        ("med_inst_no", &settlement.med_inst_no),
+        ("med_inst_name", &settlement.med_inst_name),
+        ("serial_no", &settlement.serial_no),
+        ("pay_order_id", &settlement.pay_order_id),
+        ("pay_auth_no", &settlement.pay_auth_no),
+        ("payer.name", &settlement.payer.name),
+    ] {
+        if value.trim().is_empty() {
+            return refuse(format!(
+                "`{name}` is empty: the insurance pre-settlement gives it"
+            ));
+        }
+    }
+    let digest = &settlement.payer.id_digest;
+    if digest.len() != 32
+        || !digest
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return refuse(
+            "`payer.id_digest` must be 32 lowercase hex digits (or give `payer.id_number`)".into(),
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -322,6 +476,7 @@ mod tests {
             }),
             add: adjust(add, "FREIGHT"),
             reduce: adjust(reduce, "PRE_PAYMENT"),
+            settlement: None,
         }
     }
 
@@ -377,6 +532,44 @@ mod tests {
         assert_eq!(
             (insured.wechat_pay_cash, insured.mix_pay_type),
             (0, MixPayType::InsuranceOnly)
+        );
+    }
+
+    #[test]
+    fn an_id_number_becomes_its_digest_and_is_not_kept() {
+        assert_eq!(
+            id_number_digest("11010519491231002x"),
+            Ok("ae05564031c21338aa8a2e7266e7855c".to_owned())
+        );
+        assert!(
+            id_number_digest("110105194912310021").is_err(),
+            "check digit"
+        );
+        assert!(id_number_digest("1101051949").is_err());
+        let checked = from_yuan_json(&serde_json::json!({
+            "items": [{"name": "药", "amount": "100.00"}],
+            "insurance": {"pooled_fund": "60.00", "personal_account": "20.00", "self_pay": "20.00"},
+            "settlement": {"order_type": "PHARMACY_PAY", "city_id": "440300", "med_inst_no": "H44030000001",
+                "med_inst_name": "市人民医院", "serial_no": "S1", "pay_order_id": "ORD1", "pay_auth_no": "AUTH1",
+                "payer": {"name": "张三", "id_number": "11010519491231002X"}}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let stored = serde_json::to_string(&checked.bill).unwrap_or_default();
+        assert!(!stored.contains("11010519491231002X"), "{stored}");
+        assert!(
+            stored.contains("ae05564031c21338aa8a2e7266e7855c"),
+            "{stored}"
+        );
+        let wrong_type = from_yuan_json(&serde_json::json!({
+            "items": [{"name": "药", "amount": "100.00"}],
+            "insurance": {"pooled_fund": "60.00", "self_pay": "40.00"},
+            "settlement": {"order_type": "PAY", "city_id": "440300", "med_inst_no": "H1", "med_inst_name": "医院",
+                "serial_no": "S1", "pay_order_id": "ORD1", "pay_auth_no": "AUTH1",
+                "payer": {"name": "张三", "id_digest": "ae05564031c21338aa8a2e7266e7855c"}}
+        }));
+        assert!(
+            wrong_type.as_ref().is_err_and(|e| e.contains("order_type")),
+            "{wrong_type:?}"
         );
     }
 

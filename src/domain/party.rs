@@ -23,15 +23,18 @@ impl Party {
     /// The name as shown to staff and in logs: the first character kept,
     /// the rest masked (`张**`), so personal data does not spread.
     pub fn masked_name(&self) -> String {
-        match &self.name {
-            Some(name) => {
-                let mut chars = name.chars();
-                let first = chars.next().map(String::from).unwrap_or_default();
-                let rest = chars.count().max(1);
-                format!("{first}{}", "*".repeat(rest))
-            }
-            None => String::new(),
-        }
+        self.name
+            .as_deref()
+            .map(Party::mask_name)
+            .unwrap_or_default()
+    }
+
+    /// `张三` → `张*`: any name masked as `masked_name` does.
+    pub fn mask_name(name: &str) -> String {
+        let mut chars = name.chars();
+        let first = chars.next().map(String::from).unwrap_or_default();
+        let rest = chars.count().max(1);
+        format!("{first}{}", "*".repeat(rest))
     }
 }
 

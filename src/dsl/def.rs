@@ -96,6 +96,8 @@ pub struct RefundAction {
     pub payment: Option<String>,
     pub amount: Option<Expr>,
     pub reason: Option<Expr>,
+    /// The 医保 part the hospital refunded through the insurance bureau.
+    pub insurance: Option<Expr>,
 }
 
 /// How long an order stays payable unless the workflow says otherwise.

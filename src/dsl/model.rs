@@ -496,6 +496,11 @@ pub struct RefundSpec {
     /// Why (shown to the payer; at most 80 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<ExprText>,
+    /// For a 医保 payment: what the hospital refunded through the insurance
+    /// bureau, `{ pooled_fund, personal_account, other_funds }` (money values
+    /// or yuan text), reported to WeChat Pay with this refund's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insurance: Option<ExprText>,
 }
 
 /// `start: { workflow: follow_up_reminder, input: { patient: patient, department: "'心内科'" } }`.

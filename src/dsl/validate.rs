@@ -1004,10 +1004,12 @@ impl Checker<'_> {
         };
         let amount = compile(self, &spec.amount, "amount");
         let reason = compile(self, &spec.reason, "reason");
+        let insurance = compile(self, &spec.insurance, "insurance");
         ok.then_some(RefundAction {
             payment,
             amount,
             reason,
+            insurance,
         })
     }
 

@@ -167,7 +167,7 @@ pub struct PayEffect {
     /// Fen the payer pays through WeChat Pay.
     pub amount: i64,
     /// The checked bill (fen), when the payment is for one.
-    pub bill: Option<crate::domain::CheckedBill>,
+    pub bill: Option<Box<crate::domain::CheckedBill>>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -180,6 +180,17 @@ pub struct RefundEffect {
     /// Fen; none: everything not yet refunded.
     pub amount: Option<i64>,
     pub reason: Option<String>,
+    /// The 医保 part refunded through the insurance bureau (a 医保 payment only).
+    #[serde(default)]
+    pub insurance: Option<InsuranceRefund>,
+}
+
+/// Fen the hospital refunded through the insurance bureau, by fund.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct InsuranceRefund {
+    pub pooled_fund: i64,
+    pub personal_account: i64,
+    pub other_funds: i64,
 }
 
 /// The events a payment sends its instance.

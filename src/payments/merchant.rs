@@ -72,22 +72,22 @@ pub fn load_merchant(
     let mut platform = PlatformKeys::default();
     let mut wechatpay_serial = String::new();
     if let (Some(reference), Some(id)) = (&row.public_key, &row.public_key_id) {
+        if !id.starts_with("PUB_KEY_ID_") {
+            return Err(MerchantError::Invalid {
+                what: "WeChat Pay public key id",
+                reason: format!("`{id}` does not start with PUB_KEY_ID_"),
+            });
+        }
         let pem = secret("WeChat Pay public key", reference)?;
         let verifying =
             VerifyingKey::from_public_key_pem(&pem).map_err(invalid("WeChat Pay public key"))?;
         platform.add(id, verifying);
         wechatpay_serial.clone_from(id);
-    } else {
-        // Platform-certificate mode (downloading `/v3/certificates`) is not
-        // wired into the runtime yet: refuse rather than verify nothing.
+    } else if !row.platform_certificates {
+        // Neither a public key nor certificates: nothing would verify WeChat Pay.
         return Err(MerchantError::Invalid {
             what: "verification",
-            reason: if row.platform_certificates {
-                "platform-certificate mode is not supported yet: give the WeChat Pay public key (--public-key) and its PUB_KEY_ID (--public-key-id)".into()
-            } else {
-                "give the WeChat Pay public key (--public-key) and its PUB_KEY_ID (--public-key-id)"
-                    .into()
-            },
+            reason: "give the WeChat Pay public key (--public-key) and its PUB_KEY_ID (--public-key-id), or --platform-certificates to download /v3/certificates".into(),
         });
     }
     let notify_url = row.notify_url.clone().unwrap_or_else(|| {
@@ -107,5 +107,6 @@ pub fn load_merchant(
         api_v3_key,
         notify_url,
         base_url: row.base_url.clone(),
+        platform_certificates: row.platform_certificates,
     })
 }

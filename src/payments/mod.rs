@@ -9,4 +9,4 @@ mod provider;
 
 pub use link::LinkSigner;
 pub use merchant::{load_merchant, secret, MerchantError};
-pub use provider::{Opened, Provider};
+pub use provider::{med_ins_bill, Opened, Provider};

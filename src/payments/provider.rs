@@ -4,8 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::store::PaymentRow;
-use crate::wechat::pay::client::{Order, PayClient, PayError, Refund, RefundRequest, Transaction};
+use crate::domain::CheckedBill;
+use crate::store::{self, PaymentRow};
+use crate::wechat::pay::client::{
+    MedInsOrder, Order, PayClient, PayError, Refund, RefundRequest, Transaction,
+};
 
 pub enum Provider {
     Sandbox,
@@ -20,6 +23,25 @@ pub enum Provider {
 pub struct Opened {
     pub prepay_id: Option<String>,
     pub code_url: Option<String>,
+    /// A 医保 mixed order's number.
+    pub mix_trade_no: Option<String>,
+}
+
+/// The bill of a payment that is a 医保 mixed order (it has a settlement).
+pub fn med_ins_bill(payment: &PaymentRow) -> Option<CheckedBill> {
+    payment
+        .bill
+        .as_deref()
+        .and_then(|b| serde_json::from_str::<CheckedBill>(b).ok())
+        .filter(|b| b.bill.settlement.is_some())
+}
+
+fn needs_openid() -> PayError {
+    PayError::Api {
+        status: 400,
+        code: "PARAM_ERROR".into(),
+        message: "a JSAPI or 医保 payment needs the payer's openid (the party's `openid`)".into(),
+    }
 }
 
 impl Provider {
@@ -46,6 +68,9 @@ impl Provider {
         let Provider::Wechat { client, .. } = self else {
             return Ok(Opened::default());
         };
+        if let Some(bill) = med_ins_bill(payment) {
+            return open_med_ins(client, payment, &bill, time_expire).await;
+        }
         let order = Order {
             out_trade_no: payment.out_trade_no.clone(),
             description: payment.description.clone(),
@@ -56,23 +81,29 @@ impl Provider {
         };
         match payment.scene.as_str() {
             "native" | "h5" => Ok(Opened {
-                prepay_id: None,
                 code_url: Some(client.native_order(&order).await?),
+                ..Opened::default()
             }),
             _ => {
                 if order.payer_openid.is_none() {
-                    return Err(PayError::Api {
-                        status: 400,
-                        code: "PARAM_ERROR".into(),
-                        message: "a JSAPI payment needs the payer's openid (the party's `openid`)"
-                            .into(),
-                    });
+                    return Err(needs_openid());
                 }
                 Ok(Opened {
                     prepay_id: Some(client.jsapi_order(&order).await?),
-                    code_url: None,
+                    ..Opened::default()
                 })
             }
+        }
+    }
+
+    /// `close` for a 医保 payment: its self-paid leg's order, if it has one.
+    ///
+    /// # Errors
+    /// As `open`.
+    pub async fn close_cash_leg(&self, payment: &PaymentRow) -> Result<(), PayError> {
+        match (self, &payment.prepay_id) {
+            (Provider::Wechat { client, .. }, Some(_)) => client.close(&payment.out_trade_no).await,
+            _ => Ok(()),
         }
     }
 
@@ -143,4 +174,46 @@ impl Provider {
             }),
         }
     }
+}
+
+/// A 医保 mixed order: the self-paid leg as a JSAPI order first (when there
+/// is one), then `/v3/med-ins/orders` with its prepay id. Both numbers and
+/// bodies derive from the payment row, so a retry asks for the same orders.
+async fn open_med_ins(
+    client: &PayClient,
+    payment: &PaymentRow,
+    bill: &CheckedBill,
+    time_expire: &str,
+) -> Result<Opened, PayError> {
+    let openid = payment.payer_openid.as_deref().ok_or_else(needs_openid)?;
+    let prepay_id = if bill.wechat_pay_cash > 0 {
+        let order = Order {
+            out_trade_no: payment.out_trade_no.clone(),
+            description: payment.description.clone(),
+            total: bill.wechat_pay_cash,
+            payer_openid: Some(openid.to_owned()),
+            time_expire: Some(time_expire.to_owned()),
+            attach: None,
+        };
+        Some(client.jsapi_order(&order).await?)
+    } else {
+        None
+    };
+    let create_time = store::from_ms(payment.created_at_ms)
+        .with_timezone(&chrono_tz::Asia::Shanghai)
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let answer = client
+        .med_ins_order(&MedInsOrder {
+            out_trade_no: &payment.out_trade_no,
+            openid,
+            bill,
+            prepay_id: prepay_id.as_deref(),
+            create_time: &create_time,
+        })
+        .await?;
+    Ok(Opened {
+        prepay_id,
+        code_url: None,
+        mix_trade_no: Some(answer.mix_trade_no),
+    })
 }

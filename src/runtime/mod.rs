@@ -1058,6 +1058,9 @@ impl Runtime {
         if !self.store.retry_incident(&incident, self.now()).await? {
             return Err(Error::IncidentNotOpen(id));
         }
+        if incident.kind == "refund" {
+            self.retry_refund(&incident.effect_key, incident.id).await?;
+        }
         self.wake.notify_one();
         self.store
             .incident(tenant_id, id)

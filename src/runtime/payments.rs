@@ -16,17 +16,19 @@ use serde_json::json;
 
 use super::{Error, Failure, Runtime};
 use crate::domain::{CheckedBill, Money};
+use crate::engine::InsuranceRefund;
 use crate::engine::{
     self, business_number, Event, PayEffect, RefundEffect, PAYMENT_EXPIRED, PAYMENT_FAILED,
     PAYMENT_SUCCEEDED, REFUND_ABNORMAL, REFUND_FAILED, REFUND_SUCCEEDED,
 };
-use crate::payments::{load_merchant, LinkSigner, Provider};
+use crate::payments::{load_merchant, med_ins_bill, LinkSigner, Provider};
 use crate::store::{
     self, NewPayment, NewRefund, NotificationRow, OutboxRow, OwedEvent, PaymentRow, RefundRefused,
     RefundRow,
 };
 use crate::wechat::pay::client::{
-    verify_signed, NonceCache, PayClient, PayError, RefundRequest, Transaction,
+    verify_signed, MedInsRefund, MedInsStatus, NonceCache, PayClient, PayError, RefundRequest,
+    Transaction,
 };
 
 /// How often a pending payment or processing refund is queried when no
@@ -82,6 +84,11 @@ pub struct PayView {
     pub code_url: Option<String>,
     /// For `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`.
     pub jsapi: Option<crate::wechat::pay::client::JsapiParams>,
+    /// A 医保 mixed order's number.
+    pub mix_trade_no: Option<String>,
+    /// For `WeixinJSBridge.invoke('requestMedicalInsurancePay', …)`: the
+    /// appid and `mixTradeNo`, plus the self-paid leg's signed parameters.
+    pub med_ins: Option<serde_json::Value>,
     pub refunded: i64,
 }
 
@@ -191,6 +198,19 @@ impl Runtime {
         }
         let config = load_merchant(row, &self.public_url).map_err(|e| e.to_string())?;
         let client = Arc::new(PayClient::new(Arc::new(config), self.clock.clone()));
+        if row.platform_certificates {
+            let serials = client.refresh_certificates().await.map_err(|e| {
+                format!(
+                    "downloading the WeChat Pay platform certificates of merchant {}: {e}",
+                    row.id
+                )
+            })?;
+            tracing::info!(
+                merchant.id = row.id,
+                "WeChat Pay keys held: {}",
+                serials.join(", ")
+            );
+        }
         if let Ok(mut clients) = self.payments.clients.write() {
             clients.insert(row.id, (row.updated_at_ms, client.clone()));
         }
@@ -352,6 +372,7 @@ impl Runtime {
                             &payment.out_trade_no,
                             opened.prepay_id.as_deref(),
                             opened.code_url.as_deref(),
+                            opened.mix_trade_no.as_deref(),
                             next,
                             now,
                         )
@@ -428,11 +449,22 @@ impl Runtime {
             .refund(&refund.out_refund_no)
             .await
             .map_err(store_failure)?;
-        if existing.is_none() && amount <= 0 {
+        let med_ins = payment.mix_trade_no.is_some();
+        if refund.insurance.is_some() && !med_ins {
             return Err(Failure::Permanent(format!(
-                "payment {} is refunded in full already",
+                "payment {} is not a 医保 payment: its refund has no `insurance` part",
                 payment.out_trade_no
             )));
+        }
+        if existing.is_none() && amount <= 0 && refund.insurance.is_none() {
+            return Err(Failure::Permanent(if med_ins {
+                format!("the self-paid part of payment {} is refunded in full already: the 医保 part is refunded by the hospital through the insurance bureau, then given as `insurance:`", payment.out_trade_no)
+            } else {
+                format!(
+                    "payment {} is refunded in full already",
+                    payment.out_trade_no
+                )
+            }));
         }
         let recorded = match existing {
             Some(existing) => existing,
@@ -443,9 +475,13 @@ impl Runtime {
                         out_refund_no: &refund.out_refund_no,
                         payment,
                         effect_key: &row.effect_key,
-                        amount_fen: amount,
+                        amount_fen: amount.max(0),
                         reason: refund.reason.as_deref(),
                         automatic: false,
+                        insurance: refund
+                            .insurance
+                            .as_ref()
+                            .and_then(|i| serde_json::to_string(i).ok()),
                     },
                     now,
                 )
@@ -543,13 +579,28 @@ impl Runtime {
 
     /// Refunds a payment the flow no longer wanted, in full; returns the refund number.
     async fn refund_late(&self, payment: &PaymentRow) -> Result<Option<String>, String> {
-        let now = self.now();
         tracing::warn!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} arrived after the flow moved on: refunding it", payment.out_trade_no);
         self.store
-            .payment_late(&payment.out_trade_no, now)
+            .payment_late(&payment.out_trade_no, self.now())
             .await
             .map_err(|e| e.to_string())?;
-        let key = format!("late:{}", payment.out_trade_no);
+        self.refund_automatically(
+            payment,
+            "late",
+            "订单已失效，自动退款 / paid after the order was over",
+        )
+        .await
+    }
+
+    /// Refunds what is left of a payment, once per `why` (the refund's key).
+    async fn refund_automatically(
+        &self,
+        payment: &PaymentRow,
+        why: &str,
+        reason: &str,
+    ) -> Result<Option<String>, String> {
+        let now = self.now();
+        let key = format!("{why}:{}", payment.out_trade_no);
         let amount = payment.amount_fen - payment.refunded_fen;
         if amount <= 0 {
             return Ok(None);
@@ -562,8 +613,9 @@ impl Runtime {
                     payment,
                     effect_key: &key,
                     amount_fen: amount,
-                    reason: Some("订单已失效，自动退款 / paid after the order was over"),
+                    reason: Some(reason),
                     automatic: true,
+                    insurance: None,
                 },
                 now,
             )
@@ -591,6 +643,19 @@ impl Runtime {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
         let provider = self.provider_of(&payment).await?;
+        if refund.amount_fen == 0 {
+            // Only the 医保 part: the hospital refunded it; WeChat Pay is told.
+            return match self
+                .report_insurance_refund(&provider, &payment, refund)
+                .await?
+            {
+                true => self
+                    .refund_result(refund, "SUCCESS", None)
+                    .await
+                    .map_err(|e| e.to_string()),
+                false => Ok(()),
+            };
+        }
         let request = RefundRequest {
             out_trade_no: payment.out_trade_no.clone(),
             out_refund_no: refund.out_refund_no.clone(),
@@ -599,10 +664,16 @@ impl Runtime {
             total: payment.amount_fen,
         };
         match provider.refund(&request).await {
-            Ok(answer) => self
-                .refund_result(refund, &answer.status, answer.refund_id.as_deref())
-                .await
-                .map_err(|e| e.to_string()),
+            Ok(answer) => {
+                self.refund_result(refund, &answer.status, answer.refund_id.as_deref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer.status != "CLOSED" {
+                    self.report_insurance_refund(&provider, &payment, refund)
+                        .await?;
+                }
+                Ok(())
+            }
             Err(error) if error.is_transient() => {
                 self.store
                     .refund_check_later(&refund.out_refund_no, now + RETRY_QUERY_AFTER, Some(&error.to_string()), now)
@@ -615,6 +686,162 @@ impl Runtime {
                 .await
                 .map(|()| tracing::error!(refund = %refund.out_refund_no, "refund {} refused: {error}", refund.out_refund_no))
                 .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Tells WeChat Pay a refund's 医保 part was refunded through the
+    /// insurance bureau (after its self-paid part, same `out_refund_no`).
+    /// True once reported (or when there is nothing to report); a transient
+    /// failure leaves it for the sweep, a refusal opens an incident.
+    async fn report_insurance_refund(
+        &self,
+        provider: &Provider,
+        payment: &PaymentRow,
+        refund: &RefundRow,
+    ) -> Result<bool, String> {
+        let (Some(insurance), Some(mix), None) = (
+            refund.insurance.as_deref(),
+            payment.mix_trade_no.as_deref(),
+            refund.insurance_notified_at_ms,
+        ) else {
+            return Ok(true);
+        };
+        let Some(client) = provider.client() else {
+            return Ok(true);
+        };
+        let funds: InsuranceRefund = serde_json::from_str(insurance).map_err(|e| e.to_string())?;
+        let now = self.now();
+        let report = MedInsRefund {
+            out_refund_no: refund.out_refund_no.clone(),
+            gov: funds.pooled_fund,
+            personal: funds.personal_account,
+            other: funds.other_funds,
+            refund_time: shanghai(store::from_ms(refund.created_at_ms)),
+        };
+        match client.med_ins_refund_notify(mix, &report).await {
+            Ok(()) => {
+                self.store
+                    .refund_insurance_notified(&refund.out_refund_no, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(true)
+            }
+            Err(error) if error.is_transient() => {
+                self.store
+                    .refund_check_later(
+                        &refund.out_refund_no,
+                        now + RETRY_QUERY_AFTER,
+                        Some(&error.to_string()),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(false)
+            }
+            Err(error) => {
+                let message = format!(
+                    "WeChat Pay refused the report of the 医保 part of refund {}: {error}",
+                    refund.out_refund_no
+                );
+                tracing::error!(refund = %refund.out_refund_no, "{message}");
+                self.store
+                    .open_incident_for(
+                        &refund.tenant_id,
+                        &refund.instance_id,
+                        &refund.out_refund_no,
+                        "refund",
+                        &message,
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Retrying a refund incident. A `closed` refund is sent again as a new
+    /// refund with a new `out_refund_no` (WeChat Pay refuses the old number
+    /// after `CLOSED`) for the same amount; an `abnormal` one is queried and
+    /// taken as done if WeChat Pay now says `SUCCESS` (settled in the
+    /// merchant platform). Returns the new refund's number, if one was made.
+    ///
+    /// # Errors
+    /// A store error.
+    pub(super) async fn retry_refund(
+        &self,
+        out_refund_no: &str,
+        incident: i64,
+    ) -> Result<Option<String>, Error> {
+        let Some(old) = self.store.refund(out_refund_no).await? else {
+            return Ok(None);
+        };
+        let Some(payment) = self.store.payment(&old.out_trade_no).await? else {
+            return Ok(None);
+        };
+        match old.status.as_str() {
+            "closed" => {
+                let key = format!("reissue:{}:{incident}", old.out_refund_no);
+                let recorded = self
+                    .store
+                    .insert_refund(
+                        &NewRefund {
+                            out_refund_no: &business_number("RR", &key),
+                            payment: &payment,
+                            effect_key: &key,
+                            amount_fen: old.amount_fen,
+                            reason: old.reason.as_deref(),
+                            automatic: old.automatic,
+                            insurance: None,
+                        },
+                        self.now(),
+                    )
+                    .await?;
+                match recorded {
+                    Ok(refund) => {
+                        if refund.status == "pending" {
+                            if let Err(error) = self.send_refund(&refund).await {
+                                tracing::warn!(refund = %refund.out_refund_no, "sending refund {} failed: {error}; the sweep tries again", refund.out_refund_no);
+                            }
+                        }
+                        Ok(Some(refund.out_refund_no))
+                    }
+                    Err(RefundRefused::NotEnough { .. }) => Ok(None),
+                }
+            }
+            "abnormal" => {
+                let answer = match self.provider_of(&payment).await {
+                    Ok(provider) => provider
+                        .query_refund(&old.out_refund_no)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(error) => Err(error),
+                };
+                match answer {
+                    Ok(answer) if answer.status == "SUCCESS" => {
+                        let owed = (!old.automatic).then(|| {
+                            refund_event(REFUND_SUCCEEDED, &old, answer.refund_id.as_deref())
+                        });
+                        self.store
+                            .refund_moved(
+                                &old,
+                                &["abnormal"],
+                                "succeeded",
+                                answer.refund_id.as_deref(),
+                                None,
+                                owed.as_ref(),
+                                self.now(),
+                            )
+                            .await?;
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::warn!(refund = %old.out_refund_no, "querying refund {} failed: {error}", old.out_refund_no)
+                    }
+                }
+                Ok(None)
+            }
+            _ => Ok(None),
         }
     }
 
@@ -670,14 +897,21 @@ impl Runtime {
                         now,
                     )
                     .await?;
-                if moved && refund.automatic {
+                if moved {
+                    // Money is still owed to the payer: staff see it, and
+                    // retrying the incident sends the refund again under a new number.
+                    let message = if refund.automatic {
+                        "the automatic refund closed (CLOSED: e.g. not enough balance): retry this incident to refund again under a new number"
+                    } else {
+                        "the refund closed (CLOSED: e.g. not enough balance); the flow got refund.failed: retry this incident to refund again under a new number"
+                    };
                     self.store
                         .open_incident_for(
                             &refund.tenant_id,
                             &refund.instance_id,
                             &refund.out_refund_no,
                             "refund",
-                            "the automatic refund of a late payment closed: refund it by hand",
+                            message,
                             now,
                         )
                         .await?;
@@ -810,9 +1044,14 @@ impl Runtime {
             .await
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
-        let answer = self
-            .provider_of(&payment)
+        let provider = self.provider_of(&payment).await?;
+        if !self
+            .report_insurance_refund(&provider, &payment, refund)
             .await?
+        {
+            return Ok(());
+        }
+        let answer = provider
             .query_refund(&refund.out_refund_no)
             .await
             .map_err(|e| e.to_string())?;
@@ -835,6 +1074,10 @@ impl Runtime {
         let now = self.now();
         let provider = self.provider_of(payment).await?;
         let expires_at = store::from_ms(payment.expires_at_ms);
+        if let (Some(mix), Some(client)) = (payment.mix_trade_no.as_deref(), provider.client()) {
+            let answer = client.query_med_ins(mix).await.map_err(|e| e.to_string())?;
+            return self.med_ins_checked(&provider, payment, &answer).await;
+        }
         let answer = match provider.query(payment).await {
             Ok(answer) => answer,
             Err(PayError::Api { code, .. }) if code == "ORDER_NOT_EXIST" && now >= expires_at => {
@@ -892,6 +1135,104 @@ impl Runtime {
             }
         }
         Ok(())
+    }
+
+    /// What a query says of a 医保 mixed order. Only `MIX_PAY_SUCCESS`
+    /// (both legs) pays the flow; `MIX_PAY_FAIL` fails it, and a self-paid
+    /// leg that was paid anyway is refunded at once (never one leg alone);
+    /// still `MIX_PAY_CREATED` past the expiry closes the self-paid leg.
+    async fn med_ins_checked(
+        &self,
+        provider: &Provider,
+        payment: &PaymentRow,
+        answer: &MedInsStatus,
+    ) -> Result<(), String> {
+        let now = self.now();
+        let expires_at = store::from_ms(payment.expires_at_ms);
+        if payment.mix_pay_status.as_deref() != Some(answer.mix_pay_status.as_str()) {
+            self.store
+                .payment_mix_status(&payment.out_trade_no, &answer.mix_pay_status)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        match answer.mix_pay_status.as_str() {
+            "MIX_PAY_SUCCESS" | "MIX_PAY_REFUND" => {
+                self.check_med_amount(payment, answer)?;
+                self.payment_paid(payment, &answer.mix_trade_no)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            "MIX_PAY_FAIL" => {
+                let reason = answer
+                    .med_ins_fail_reason
+                    .clone()
+                    .unwrap_or_else(|| "MIX_PAY_FAIL".into());
+                let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
+                self.store
+                    .payment_moved(
+                        payment,
+                        &["pending"],
+                        "failed",
+                        None,
+                        Some(&reason),
+                        Some(&event),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if answer.self_pay_status.as_deref() == Some("SELF_PAY_SUCCESS") {
+                    tracing::warn!(payment = %payment.out_trade_no, "the 医保 part of payment {} failed after its self-paid part was paid: refunding that", payment.out_trade_no);
+                    self.refund_automatically(
+                        payment,
+                        "med-ins-failed",
+                        "医保结算失败，自费部分自动退款 / insurance failed",
+                    )
+                    .await?;
+                }
+            }
+            _ if now >= expires_at => match provider.close_cash_leg(payment).await {
+                Ok(()) => self.expire(payment).await.map_err(|e| e.to_string())?,
+                Err(PayError::Api { code, .. }) if code == "ORDERPAID" => {
+                    // Paid while we closed: the next query settles it.
+                    self.store
+                        .payment_check_later(&payment.out_trade_no, now, None, now)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Err(error) => return Err(error.to_string()),
+            },
+            _ => {
+                let next = (now + self.reconcile_every).min(expires_at);
+                self.store
+                    .payment_check_later(&payment.out_trade_no, next, None, now)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A 医保 order's amounts against our bill.
+    fn check_med_amount(&self, payment: &PaymentRow, answer: &MedInsStatus) -> Result<(), String> {
+        let bill = med_ins_bill(payment);
+        let cash_ok = answer
+            .wechat_pay_cash_fee
+            .is_none_or(|c| c == payment.amount_fen);
+        let total_ok = match (answer.total_fee, &bill) {
+            (Some(total), Some(bill)) => total == bill.total,
+            _ => true,
+        };
+        if cash_ok && total_ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "WeChat Pay's 医保 order {} does not match payment {}: total {:?}, self-paid {:?}",
+                answer.mix_trade_no,
+                payment.out_trade_no,
+                answer.total_fee,
+                answer.wechat_pay_cash_fee
+            ))
+        }
     }
 
     async fn expire(&self, payment: &PaymentRow) -> Result<(), Error> {
@@ -956,12 +1297,20 @@ impl Runtime {
                 .map_err(|_| refused(500, "lock"))?;
             map.entry(merchant_id).or_default().clone()
         };
-        verify_signed(&config.platform, &nonces, now.timestamp(), header, body).map_err(
-            |error| {
-                tracing::warn!(merchant.id = merchant_id, "refused a callback: {error}");
-                refused(401, error.to_string())
-            },
-        )?;
+        client
+            .learn_serial(&header("Wechatpay-Serial").unwrap_or_default())
+            .await;
+        verify_signed(
+            &client.platform_keys(),
+            &nonces,
+            now.timestamp(),
+            header,
+            body,
+        )
+        .map_err(|error| {
+            tracing::warn!(merchant.id = merchant_id, "refused a callback: {error}");
+            refused(401, error.to_string())
+        })?;
         let envelope: serde_json::Value =
             serde_json::from_slice(body).map_err(|e| refused(400, format!("not JSON: {e}")))?;
         let resource = &envelope["resource"];
@@ -983,10 +1332,32 @@ impl Runtime {
         if id.is_empty() {
             return Err(refused(400, "the notification has no id"));
         }
-        if plain["mchid"].as_str() != Some(config.mchid.as_str()) {
+        let med_ins = event_type.starts_with("MEDICAL_INSURANCE.");
+        if !med_ins && plain["mchid"].as_str() != Some(config.mchid.as_str()) {
             return Err(refused(400, "the notification is for another mchid"));
         }
-        let business_key = if event_type.starts_with("TRANSACTION.") {
+        let business_key = if med_ins {
+            // A 医保 mixed order names no mchid: the appid, our order, its mix number and amounts must match.
+            let status: MedInsStatus =
+                serde_json::from_value(plain.clone()).map_err(|e| refused(400, e.to_string()))?;
+            if status.appid.as_deref() != Some(config.appid.as_str()) {
+                return Err(refused(400, "the notification is for another appid"));
+            }
+            let no = status.out_trade_no.clone().unwrap_or_default();
+            let payment = self
+                .store
+                .payment(&no)
+                .await
+                .map_err(|e| refused(500, e.to_string()))?
+                .filter(|p| {
+                    p.merchant_id == Some(merchant_id)
+                        && p.mix_trade_no.as_deref() == Some(status.mix_trade_no.as_str())
+                })
+                .ok_or_else(|| refused(404, format!("no 医保 order {}", status.mix_trade_no)))?;
+            self.check_med_amount(&payment, &status)
+                .map_err(|e| refused(400, e))?;
+            format!("{}:{}", status.mix_trade_no, status.mix_pay_status)
+        } else if event_type.starts_with("TRANSACTION.") {
             let transaction: Transaction =
                 serde_json::from_value(plain.clone()).map_err(|e| refused(400, e.to_string()))?;
             if transaction
@@ -1049,9 +1420,30 @@ impl Runtime {
     pub async fn process_notification(&self, notification: &NotificationRow) -> Result<(), Error> {
         let plain: serde_json::Value =
             serde_json::from_str(&notification.resource).unwrap_or_default();
-        let outcome = if notification.event_type.starts_with("TRANSACTION.") {
+        let outcome = if notification.event_type.starts_with("MEDICAL_INSURANCE.") {
+            let no = plain["out_trade_no"].as_str().unwrap_or_default();
+            match (
+                self.store.payment(no).await?,
+                plain["mix_pay_status"].as_str(),
+            ) {
+                (Some(payment), Some("MIX_PAY_SUCCESS")) => {
+                    self.store.payment_mix_status(no, "MIX_PAY_SUCCESS").await?;
+                    let mix = plain["mix_trade_no"].as_str().unwrap_or_default();
+                    if self.payment_paid(&payment, mix).await? {
+                        "applied"
+                    } else {
+                        "already known"
+                    }
+                }
+                _ => "ignored",
+            }
+        } else if notification.event_type.starts_with("TRANSACTION.") {
             let no = plain["out_trade_no"].as_str().unwrap_or_default();
             match (self.store.payment(no).await?, plain["trade_state"].as_str()) {
+                // The self-paid leg of a 医保 order: alone it settles nothing.
+                (Some(payment), _) if payment.mix_trade_no.is_some() => {
+                    "self-paid leg of a 医保 order: waits for MEDICAL_INSURANCE.SUCCESS"
+                }
                 (Some(payment), Some("SUCCESS")) => {
                     let transaction_id = plain["transaction_id"].as_str().unwrap_or_default();
                     if self.payment_paid(&payment, transaction_id).await? {
@@ -1101,13 +1493,30 @@ impl Runtime {
     /// `BadLink` for a forged or expired link.
     pub async fn pay_view(&self, token: &str) -> Result<PayView, PageError> {
         let payment = self.payment_of_link(token).await?;
-        let jsapi = match (&payment.prepay_id, payment.state.as_str()) {
-            (Some(prepay), "pending") => match self.provider_of(&payment).await {
-                Ok(provider) => provider.client().and_then(|c| c.jsapi_params(prepay).ok()),
-                Err(_) => None,
-            },
+        let provider = match payment.state.as_str() {
+            "pending" => self.provider_of(&payment).await.ok(),
             _ => None,
         };
+        let client = provider.as_ref().and_then(Provider::client);
+        let jsapi = match (&payment.prepay_id, client) {
+            (Some(prepay), Some(client)) => client.jsapi_params(prepay).ok(),
+            _ => None,
+        };
+        let med_ins = match (&payment.mix_trade_no, client) {
+            (Some(mix), Some(client)) => {
+                let mut params = json!({"appid": client.config().appid, "mixTradeNo": mix});
+                if let (Some(object), Some(Ok(serde_json::Value::Object(signed)))) = (
+                    params.as_object_mut(),
+                    jsapi.as_ref().map(serde_json::to_value),
+                ) {
+                    object.extend(signed.into_iter().filter(|(k, _)| k != "appId"));
+                }
+                Some(params)
+            }
+            _ => None,
+        };
+        // A 医保 order is paid in one step with both legs, never through the plain JSAPI call.
+        let jsapi = jsapi.filter(|_| med_ins.is_none());
         Ok(PayView {
             payment: payment.out_trade_no.clone(),
             description: payment.description.clone(),
@@ -1120,9 +1529,13 @@ impl Runtime {
             bill: payment
                 .bill
                 .as_deref()
-                .and_then(|b| serde_json::from_str(b).ok()),
+                .and_then(|b| serde_json::from_str::<CheckedBill>(b).ok())
+                // The page shows the split, never who the insured person is.
+                .map(CheckedBill::masked),
             code_url: payment.code_url.clone(),
             jsapi,
+            mix_trade_no: payment.mix_trade_no.clone(),
+            med_ins,
             refunded: payment.refunded_fen,
         })
     }

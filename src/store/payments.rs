@@ -71,6 +71,8 @@ pub struct NewRefund<'a> {
     pub amount_fen: i64,
     pub reason: Option<&'a str>,
     pub automatic: bool,
+    /// The 医保 part (JSON of `InsuranceRefund`), reported to WeChat Pay.
+    pub insurance: Option<String>,
 }
 
 /// Why a refund could not be recorded.
@@ -265,6 +267,8 @@ impl Store {
             paid_at_ms: Set(None),
             created_at_ms: Set(ms(now)),
             updated_at_ms: Set(ms(now)),
+            mix_trade_no: Set(None),
+            mix_pay_status: Set(None),
         })
         .on_conflict(
             OnConflict::column(payments::Column::OutTradeNo)
@@ -306,16 +310,26 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
+    #[allow(clippy::too_many_arguments)]
     pub async fn payment_opened(
         &self,
         out_trade_no: &str,
         prepay_id: Option<&str>,
         code_url: Option<&str>,
+        mix_trade_no: Option<&str>,
         next_check_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let updated = payments::Entity::update_many()
             .col_expr(payments::Column::State, Expr::value("pending"))
+            .col_expr(
+                payments::Column::MixTradeNo,
+                Expr::value(mix_trade_no.map(str::to_owned)),
+            )
+            .col_expr(
+                payments::Column::MixPayStatus,
+                Expr::value(mix_trade_no.map(|_| "MIX_PAY_CREATED".to_owned())),
+            )
             .col_expr(
                 payments::Column::PrepayId,
                 Expr::value(prepay_id.map(str::to_owned)),
@@ -513,6 +527,8 @@ impl Store {
             locked_until_ms: Set(None),
             created_at_ms: Set(ms(now)),
             updated_at_ms: Set(ms(now)),
+            insurance: Set(new.insurance.clone()),
+            insurance_notified_at_ms: Set(None),
         })
         .exec_with_returning(&txn)
         .await?;
@@ -534,6 +550,43 @@ impl Store {
         Ok(refunds::Entity::find_by_id(out_refund_no.to_owned())
             .one(&self.db)
             .await?)
+    }
+
+    /// WeChat Pay accepted the report of a refund's 医保 part.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn refund_insurance_notified(
+        &self,
+        out_refund_no: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        refunds::Entity::update_many()
+            .col_expr(
+                refunds::Column::InsuranceNotifiedAtMs,
+                Expr::value(Some(ms(now))),
+            )
+            .col_expr(refunds::Column::UpdatedAtMs, Expr::value(ms(now)))
+            .filter(refunds::Column::OutRefundNo.eq(out_refund_no))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// The last `mix_pay_status` WeChat Pay reported for a 医保 payment.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn payment_mix_status(&self, out_trade_no: &str, status: &str) -> Result<()> {
+        payments::Entity::update_many()
+            .col_expr(
+                payments::Column::MixPayStatus,
+                Expr::value(Some(status.to_owned())),
+            )
+            .filter(payments::Column::OutTradeNo.eq(out_trade_no))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// A payment's refunds, oldest first.

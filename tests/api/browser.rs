@@ -188,3 +188,100 @@ async fn the_pay_page_shows_the_insurance_split_and_updates_without_reload(app: 
     assert_eq!(state_of(&app, &instance).await, "paid");
 }
 storage_test!(the_pay_page_shows_the_insurance_split_and_updates_without_reload);
+
+async fn the_med_ins_pay_page_calls_wechat_with_the_mix_number_and_shows_the_outcome(app: TestApp) {
+    let m = crate::payments::with_merchant(&app).await;
+    let (status, body) = app.deploy(&workflow("prescription_billing")).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (instance, payment) = crate::med_ins::start(&app, "RXB1", true).await;
+    let mix = payment["mix_trade_no"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (_, inbox) = app.get("/api/v1/inbox/p-RXB1").await;
+    let message = inbox["messages"][0]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let link = message
+        .split(['：', ' ', '\n'])
+        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
+        .unwrap_or_else(|| panic!("{message}"))
+        .replace("http://o2flow.test", "");
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&app.url(&link))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    browser.wait_for_state("pending").await;
+    assert_eq!(browser.text("#amount").await, "¥45.00");
+    assert_eq!(browser.text("#pooled-fund").await, "−¥60.00");
+    assert_eq!(browser.text("#mix-trade-no").await, mix);
+    assert!(browser.text("#med-ins-pay").await.contains("医保支付"));
+    let source = browser.client.source().await.unwrap_or_default();
+    assert!(
+        !source.contains("张三"),
+        "the insured person's name is not on the page"
+    );
+    let click = || async {
+        browser
+            .client
+            .find(Locator::Css("#med-ins-pay"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    };
+    // Outside WeChat: the page says where to open it.
+    click().await;
+    let hint_hidden = browser
+        .client
+        .execute(
+            "return document.getElementById('not-wechat').hidden;",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(hint_hidden, Value::Bool(false));
+    // Inside WeChat (its bridge stood in for): the 医保 call with the mix number
+    // and the self-paid part's signed parameters.
+    browser
+        .client
+        .execute(
+            "window.WeixinJSBridge = {invoke: function (name, params, done) { window.called = {name: name, params: params}; done({err_msg: name + ':ok'}); }};",
+            vec![],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    click().await;
+    let called = browser
+        .client
+        .execute("return window.called;", vec![])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(called["name"], "requestMedicalInsurancePay", "{called}");
+    assert_eq!(called["params"]["mixTradeNo"], mix.as_str());
+    assert_eq!(called["params"]["appid"], crate::wechat_pay::APPID);
+    assert_eq!(called["params"]["signType"], "RSA");
+    assert!(
+        called["params"]["package"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("prepay_id=")),
+        "{called}"
+    );
+    // WeChat Pay confirms both parts: the open page shows it on its own.
+    assert_eq!(
+        m.fake
+            .user_pays_med_ins(&mix, o2flow::wechat::pay::fake::NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    browser.wait_for_state("succeeded").await;
+    browser.stop().await;
+    app.advance(chrono::Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "paid");
+    m.stop().await;
+}
+storage_test!(the_med_ins_pay_page_calls_wechat_with_the_mix_number_and_shows_the_outcome);

@@ -15,6 +15,7 @@ mod follow_up;
 mod incidents;
 mod instances;
 mod long_history;
+mod med_ins;
 mod migrations;
 mod nodes;
 mod payments;

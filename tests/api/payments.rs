@@ -168,6 +168,18 @@ impl Merchant {
 }
 
 pub async fn with_merchant(app: &TestApp) -> Merchant {
+    with_merchant_verifying(app, false).await
+}
+
+/// `certificates`: the merchant is in platform-certificate mode (no public
+/// key configured; o2flow downloads `/v3/certificates`) and the fake signs
+/// under the certificate's serial.
+pub async fn with_merchant_verifying(app: &TestApp, certificates: bool) -> Merchant {
+    let serial = if certificates {
+        "7E57C0DE0000000000000000000000000000B002"
+    } else {
+        PUB_KEY_ID
+    };
     let fake = FakeWechatPay::start(FakeConfig {
         mchid: MCHID.into(),
         appid: APPID.into(),
@@ -176,7 +188,9 @@ pub async fn with_merchant(app: &TestApp) -> Merchant {
             .unwrap_or_else(|e| panic!("{e}")),
         platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
             .unwrap_or_else(|e| panic!("{e}")),
-        platform_serial: PUB_KEY_ID.into(),
+        platform_serial: serial.into(),
+        platform_private_pem: read("platform_private_key.pem"),
+        platform_certificate: Some(read("platform_cert.pem")),
         api_v3_key: api_key(),
         clock: app.clock.clone(),
     })
@@ -192,9 +206,10 @@ pub async fn with_merchant(app: &TestApp) -> Merchant {
         serial_no: MERCHANT_SERIAL.into(),
         private_key: "file:tests/vectors/wechat/merchant_private_key.pem".into(),
         api_v3_key: format!("file:{}", key_file.display()),
-        public_key: Some("file:tests/vectors/wechat/platform_public_key.pem".into()),
-        public_key_id: Some(PUB_KEY_ID.into()),
-        platform_certificates: false,
+        public_key: (!certificates)
+            .then(|| "file:tests/vectors/wechat/platform_public_key.pem".into()),
+        public_key_id: (!certificates).then(|| PUB_KEY_ID.into()),
+        platform_certificates: certificates,
         notify_url: None,
         base_url: fake.base_url.clone(),
     };
@@ -616,3 +631,150 @@ async fn a_bill_that_does_not_add_up_is_refused_and_merchants_show_no_secret(app
     m.stop().await;
 }
 storage_test!(a_bill_that_does_not_add_up_is_refused_and_merchants_show_no_secret);
+
+async fn certificate_mode_merchant_and_a_late_callback_after_reconciliation(app: TestApp) {
+    // A merchant configured for platform certificates only: o2flow downloads
+    // them, orders and callbacks verify under the certificate's serial.
+    let m = with_merchant_verifying(&app, true).await;
+    let (instance, _) = start_registration(&app, "REG9", Some(OPENID)).await;
+    let no = payment_no(&app, &instance).await;
+    assert_eq!(m.fake.trade_state(&no).as_deref(), Some("NOTPAY"));
+    assert!(m
+        .fake
+        .requests()
+        .iter()
+        .any(|(method, path, status)| method == "GET"
+            && path == "/v3/certificates"
+            && *status == 200));
+
+    // The callback is held up (more than WeChat Pay's usual seconds): the
+    // reconciliation query finds the payment first; the late callback is
+    // answered 204 and changes nothing more.
+    let fake = std::sync::Arc::new(m.fake);
+    let late = {
+        let fake = fake.clone();
+        let no = no.clone();
+        tokio::spawn(async move {
+            fake.user_pays(
+                &no,
+                NotifyMode::Delayed(std::time::Duration::from_millis(400)),
+            )
+            .await
+        })
+    };
+    for _ in 0..100 {
+        if fake.trade_state(&no).as_deref() == Some("SUCCESS") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.advance(Duration::minutes(5)).await;
+    assert_eq!(state_of(&app, &instance).await, "booked");
+    assert_eq!(late.await.unwrap_or_default(), vec![204]);
+    app.advance(Duration::zero()).await;
+    let notifications = app
+        .runtime
+        .store()
+        .notifications(m.id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(notifications.len(), 1);
+    assert_eq!(notifications[0].outcome.as_deref(), Some("already known"));
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    assert_eq!(count_events(&history, "payment.succeeded"), 1, "{history}");
+    fake.stop().await;
+    let _ = std::fs::remove_file(m.key_file);
+}
+storage_test!(certificate_mode_merchant_and_a_late_callback_after_reconciliation);
+
+async fn a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_retried(
+    app: TestApp,
+) {
+    let m = with_merchant(&app).await;
+    let (instance, _) = start_registration(&app, "REG10", Some(OPENID)).await;
+    let no = payment_no(&app, &instance).await;
+    assert_eq!(m.fake.user_pays(&no, NotifyMode::Normal).await, vec![204]);
+    app.advance(Duration::zero()).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{instance}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    let first = payments_of(&app, &instance).await[0]["refunds"][0]["refund"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // WeChat Pay closes the refund (not enough balance): the flow hears
+    // refund.failed, the amount is owed again, an incident opens.
+    assert_eq!(
+        m.fake
+            .refund_completes(&first, "CLOSED", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "refund_needs_staff");
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(payments[0]["refunds"][0]["status"], "closed", "{payments}");
+    assert_eq!(payments[0]["refunded"], "0.00");
+    let (_, incidents) = app.get("/api/v1/incidents?status=open").await;
+    let incident = incidents["incidents"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|i| i["effect_key"] == first.as_str())
+                .cloned()
+        })
+        .unwrap_or_else(|| panic!("no incident for {first}: {incidents}"));
+
+    // Staff top up the balance and retry: a new refund, a new number, the same amount.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/incidents/{}/retry", incident["id"]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/incidents/{}/retry", incident["id"]),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "retried once");
+    let payments = payments_of(&app, &instance).await;
+    let refunds = payments[0]["refunds"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(refunds.len(), 2, "{payments}");
+    let second = refunds[1]["refund"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(second, first);
+    assert_eq!(refunds[1]["amount"], "15.00");
+    assert_eq!(refunds[1]["status"], "processing");
+    assert_eq!(
+        m.fake
+            .refund_completes(&second, "SUCCESS", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    let payments = payments_of(&app, &instance).await;
+    assert_eq!(
+        payments[0]["refunds"][1]["status"], "succeeded",
+        "{payments}"
+    );
+    assert_eq!(payments[0]["refunded"], "15.00");
+    let posts: Vec<String> = m
+        .fake
+        .bodies()
+        .into_iter()
+        .filter(|b| b.contains("out_refund_no"))
+        .collect();
+    assert_eq!(posts.len(), 2, "{posts:?}");
+    assert!(posts[0].contains(&first) && posts[1].contains(&second));
+    m.stop().await;
+}
+storage_test!(a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_retried);

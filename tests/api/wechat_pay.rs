@@ -3,7 +3,9 @@
 //! answers, the order and refund rules, retries with the same numbers,
 //! forged and stale answers refused, and notifications (normal, replayed,
 //! probe, stale, unknown serial) checked by the same verification a
-//! callback endpoint uses.
+//! callback endpoint uses; notifications a receiver refuses retried on the
+//! compressed schedule; 429 retried with the same body; platform-certificate
+//! mode (download, verify, both keys held during a switch).
 
 use std::sync::Arc;
 
@@ -37,6 +39,8 @@ struct Receiver {
     nonces: NonceCache,
     clock: Arc<ManualClock>,
     received: std::sync::Mutex<Vec<Value>>,
+    /// Answer this many genuine notifications with 500 first (a receiver that is down).
+    refuse: std::sync::atomic::AtomicUsize,
 }
 
 async fn receive(
@@ -55,6 +59,18 @@ async fn receive(
     if let Err(error) = verify_signed(&receiver.platform, &receiver.nonces, now, &header, &body) {
         return HttpResponse::Unauthorized()
             .json(serde_json::json!({"code": "FAIL", "message": error.to_string()}));
+    }
+    let down = receiver
+        .refuse
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if down {
+        return HttpResponse::InternalServerError()
+            .json(serde_json::json!({"code": "FAIL", "message": "down"}));
     }
     let envelope: Value = serde_json::from_slice(&body).unwrap_or_default();
     let resource = &envelope["resource"];
@@ -82,6 +98,12 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_signing(PUB_KEY_ID)
+}
+
+/// The fake signs under `serial` (the public key id, or the platform
+/// certificate's serial in certificate mode).
+fn setup_signing(serial: &str) -> Setup {
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_795_140_900, 0).unwrap_or_default(),
     ));
@@ -93,7 +115,9 @@ fn setup() -> Setup {
             .unwrap_or_else(|e| panic!("{e}")),
         platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
             .unwrap_or_else(|e| panic!("{e}")),
-        platform_serial: PUB_KEY_ID.into(),
+        platform_serial: serial.into(),
+        platform_private_pem: read("platform_private_key.pem"),
+        platform_certificate: Some(read("platform_cert.pem")),
         api_v3_key: api_key(),
         clock: clock.clone(),
     })
@@ -103,6 +127,7 @@ fn setup() -> Setup {
         nonces: NonceCache::default(),
         clock: clock.clone(),
         received: std::sync::Mutex::new(Vec::new()),
+        refuse: std::sync::atomic::AtomicUsize::new(0),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
     let notify_url = format!(
@@ -148,6 +173,7 @@ fn merchant(base_url: &str, notify_url: &str, key_file: &str) -> MerchantConfig 
         api_v3_key: api_key(),
         notify_url: notify_url.into(),
         base_url: base_url.into(),
+        platform_certificates: false,
     }
 }
 
@@ -408,5 +434,219 @@ async fn a_request_signed_with_the_wrong_key_or_an_old_clock_gets_sign_error() {
         "{refused:?}"
     );
     assert_eq!(s.fake.trade_state("REG0000000003"), None);
+    s.fake.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_notifications_are_retried_on_the_schedule_and_429_keeps_the_body() {
+    let s = setup();
+    s.client
+        .jsapi_order(&order("REG0000000004", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The receiver is down for three attempts: WeChat Pay tries again on its
+    // 15-step schedule (compressed here), the same notification each time.
+    s.receiver
+        .refuse
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    s.fake.set_retry_scale(1.0 / 100_000.0);
+    assert_eq!(
+        s.fake.user_pays("REG0000000004", NotifyMode::Normal).await,
+        vec![500, 500, 500, 204]
+    );
+    let deliveries = s.fake.deliveries();
+    assert_eq!(deliveries.len(), 4);
+    assert!(
+        deliveries.iter().all(|(id, _)| id == &deliveries[0].0),
+        "{deliveries:?}"
+    );
+    assert_eq!(
+        s.receiver
+            .received
+            .lock()
+            .map(|r| r.len())
+            .unwrap_or_default(),
+        1
+    );
+    // Never answered: all 16 attempts, then WeChat Pay gives up (querying remains).
+    s.client
+        .jsapi_order(&order("REG0000000005", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.receiver
+        .refuse
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let statuses = s.fake.user_pays("REG0000000005", NotifyMode::Normal).await;
+    assert_eq!(
+        statuses.len(),
+        1 + o2flow::wechat::pay::fake::RETRY_SCHEDULE.len()
+    );
+    assert!(statuses.iter().all(|s| *s == 500));
+    // A probe is refused and not retried.
+    s.receiver
+        .refuse
+        .store(0, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        s.fake.user_pays("REG0000000004", NotifyMode::Probe).await,
+        vec![401]
+    );
+
+    // A delayed notification still arrives, once.
+    let before = s
+        .receiver
+        .received
+        .lock()
+        .map(|r| r.len())
+        .unwrap_or_default();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        s.fake
+            .user_pays(
+                "REG0000000004",
+                NotifyMode::Delayed(std::time::Duration::from_millis(150))
+            )
+            .await,
+        vec![204]
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(150));
+    assert_eq!(
+        s.receiver
+            .received
+            .lock()
+            .map(|r| r.len())
+            .unwrap_or_default(),
+        before + 1
+    );
+
+    // 429 FREQUENCY_LIMITED: retried with the very same bytes (same out_refund_no).
+    s.fake.inject(AnswerFault::RateLimited);
+    let refund = s
+        .client
+        .refund(&RefundRequest {
+            out_trade_no: "REG0000000004".into(),
+            out_refund_no: "RFD0000000004".into(),
+            reason: None,
+            refund: 1500,
+            total: 1500,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(refund.status, "PROCESSING");
+    let requests = s.fake.requests();
+    let bodies = s.fake.bodies();
+    let refunds: Vec<(u16, &String)> = requests
+        .iter()
+        .zip(&bodies)
+        .filter(|((m, p, _), _)| m == "POST" && p == "/v3/refund/domestic/refunds")
+        .map(|((_, _, status), body)| (*status, body))
+        .collect();
+    assert_eq!(refunds.len(), 2, "{refunds:?}");
+    assert_eq!((refunds[0].0, refunds[1].0), (429, 200));
+    assert_eq!(refunds[0].1, refunds[1].1, "identical bodies");
+    s.fake.stop().await;
+}
+
+/// A merchant in platform-certificate mode: no key configured up front
+/// (`platform` holds the public key only during a switch).
+fn certificate_merchant(s: &Setup, with_public_key: bool) -> PayClient {
+    let mut config = merchant(&s.fake.base_url, &s.notify_url, "merchant_private_key.pem");
+    config.platform_certificates = true;
+    config.platform = PlatformKeys::default();
+    config.wechatpay_serial = String::new();
+    if with_public_key {
+        config.platform.add(
+            PUB_KEY_ID,
+            VerifyingKey::from_public_key_pem(&read("platform_public_key.pem"))
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        config.wechatpay_serial = PUB_KEY_ID.into();
+    }
+    PayClient::new(Arc::new(config), s.clock.clone())
+}
+
+const CERT_SERIAL: &str = "7E57C0DE0000000000000000000000000000B002";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_mode_downloads_and_verifies_and_holds_both_keys_during_a_switch() {
+    // The vector's /v3/certificates answer (independent bytes) reads as the fake's does.
+    let vector: Value =
+        serde_json::from_str(&read("certificates_response.json")).unwrap_or_else(|e| panic!("{e}"));
+    let headers = vector["response"]["headers"].clone();
+    let header = |name: &str| headers[name].as_str().map(str::to_owned);
+    let certificates = o2flow::wechat::pay::client::read_certificates(
+        &api_key(),
+        &header,
+        vector["response"]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(certificates.len(), 1);
+    assert_eq!(certificates[0].serial_no, CERT_SERIAL);
+    let mut tampered = vector["response"]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    tampered = tampered.replace("2046", "2047");
+    assert!(o2flow::wechat::pay::client::read_certificates(
+        &api_key(),
+        &header,
+        tampered.as_bytes()
+    )
+    .is_err());
+
+    let s = setup_signing(CERT_SERIAL);
+    let client = certificate_merchant(&s, false);
+    // A forged download changes nothing; a genuine one gives the certificate.
+    s.fake.inject(AnswerFault::ForgedSignature);
+    assert!(client.refresh_certificates().await.is_err());
+    assert!(client.platform_keys().serials().is_empty());
+    let serials = client
+        .refresh_certificates()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(serials, vec![CERT_SERIAL.to_owned()]);
+    assert_eq!(client.wechatpay_serial(), CERT_SERIAL);
+    // Answers signed under the certificate verify.
+    client
+        .jsapi_order(&order("CRT0000000001", 1500))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A certificate-mode client that has not downloaded yet does so when an
+    // answer names a serial it does not hold (a rotation), then verifies it.
+    let fresh = certificate_merchant(&s, false);
+    let answer = fresh
+        .query("CRT0000000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer.trade_state, "NOTPAY");
+    assert_eq!(
+        fresh.platform_keys().serials(),
+        vec![CERT_SERIAL.to_owned()]
+    );
+
+    // Switching to the public key: both are held, the public key is named in
+    // Wechatpay-Serial, and answers under either verify.
+    let switching = certificate_merchant(&s, true);
+    let serials = switching
+        .refresh_certificates()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(serials, vec![CERT_SERIAL.to_owned(), PUB_KEY_ID.to_owned()]);
+    assert_eq!(switching.wechatpay_serial(), PUB_KEY_ID);
+    switching
+        .query("CRT0000000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    s.fake.sign_as(PUB_KEY_ID);
+    switching
+        .query("CRT0000000001")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The certificate-only merchant cannot verify the public key's answers.
+    let refused = client.query("CRT0000000001").await;
+    assert!(matches!(refused, Err(PayError::Crypto(_))), "{refused:?}");
     s.fake.stop().await;
 }

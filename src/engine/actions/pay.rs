@@ -4,7 +4,8 @@ use super::ActionContext;
 use crate::domain::{bill, Money, Party};
 use crate::dsl::{Expr, PayAction, RefundAction};
 use crate::engine::{
-    business_number, Effect, EffectKind, Error, HistoryEntry, PayEffect, RefundEffect,
+    business_number, Effect, EffectKind, Error, HistoryEntry, InsuranceRefund, PayEffect,
+    RefundEffect,
 };
 
 /// WeChat Pay's limit on `description`, in characters.
@@ -34,7 +35,10 @@ pub fn run(action: &PayAction, context: &mut ActionContext<'_>) -> Result<(), Er
         }
         (None, None) => return Err(Error::Expression("`pay` has no amount".into())),
     };
-    if amount <= 0 {
+    let insurance_only = checked.as_ref().is_some_and(|c| {
+        c.bill.settlement.is_some() && c.mix_pay_type == bill::MixPayType::InsuranceOnly
+    });
+    if amount <= 0 && !insurance_only {
         return Err(Error::Expression(format!(
             "the amount to pay is {}: a payment is at least ¥0.01",
             Money::from_fen(amount)
@@ -57,7 +61,7 @@ pub fn run(action: &PayAction, context: &mut ActionContext<'_>) -> Result<(), Er
             scene: action.scene,
             description,
             amount,
-            bill: checked,
+            bill: checked.map(Box::new),
             expires_at,
         }),
     });
@@ -81,10 +85,14 @@ pub fn run_refund(action: &RefundAction, context: &mut ActionContext<'_>) -> Res
         .map(|expr| text_of(expr, context))
         .transpose()?
         .map(|r| r.chars().take(80).collect::<String>());
+    let insurance = match &action.insurance {
+        Some(expr) => insurance_of(expr, context)?,
+        None => None,
+    };
     let out_refund_no = business_number("R2", &context.key);
     context.history.push(HistoryEntry {
         kind: "effect_planned",
-        detail: json!({"effect": "refund", "key": context.key, "refund": out_refund_no, "payment": payment, "amount": amount}),
+        detail: json!({"effect": "refund", "key": context.key, "refund": out_refund_no, "payment": payment, "amount": amount, "insurance": insurance}),
     });
     context.effects.push(Effect {
         key: context.key.clone(),
@@ -93,9 +101,65 @@ pub fn run_refund(action: &RefundAction, context: &mut ActionContext<'_>) -> Res
             payment,
             amount,
             reason,
+            insurance,
         }),
     });
     Ok(())
+}
+
+/// `{ pooled_fund, personal_account, other_funds }`, each a money value or
+/// yuan text (missing ones are 0); at least one above 0. `null`: none.
+fn insurance_of(
+    expr: &Expr,
+    context: &ActionContext<'_>,
+) -> Result<Option<InsuranceRefund>, Error> {
+    let value = expr.eval_json(context.scope).map_err(Error::Expression)?;
+    if value.is_null() {
+        return Ok(None);
+    }
+    let Json::Object(object) = value else {
+        return Err(Error::Expression(format!(
+            "`{}` gave {value}: the 医保 part of a refund is {{ pooled_fund, personal_account, other_funds }}",
+            expr.source
+        )));
+    };
+    let mut funds = [0_i64; 3];
+    for (name, amount) in &object {
+        let slot = match name.as_str() {
+            "pooled_fund" => 0,
+            "personal_account" => 1,
+            "other_funds" => 2,
+            other => {
+                return Err(Error::Expression(format!(
+                    "`{}`: `{other}` is not a fund (pooled_fund, personal_account, other_funds)",
+                    expr.source
+                )))
+            }
+        };
+        funds[slot] = match amount {
+            Json::Number(n) if n.is_i64() => n.as_i64().unwrap_or_default(),
+            Json::String(text) => Money::parse_yuan(text)
+                .map(Money::fen)
+                .map_err(|e| Error::Expression(format!("`{}.{name}`: {e}", expr.source)))?,
+            other => {
+                return Err(Error::Expression(format!(
+                    "`{}.{name}` is {other}: a money value or yuan text",
+                    expr.source
+                )))
+            }
+        };
+    }
+    if funds.iter().any(|f| *f < 0) || funds.iter().all(|f| *f == 0) {
+        return Err(Error::Expression(format!(
+            "`{}`: the 医保 refund must be at least ¥0.01 and never negative",
+            expr.source
+        )));
+    }
+    Ok(Some(InsuranceRefund {
+        pooled_fund: funds[0],
+        personal_account: funds[1],
+        other_funds: funds[2],
+    }))
 }
 
 /// An amount: an integer is fen (a `money` value), text is yuan (`'15.00'`).

@@ -123,6 +123,10 @@ pub async fn page(state: web::Data<AppState>, token: web::Path<String>) -> HttpR
         "jsapi_json",
         &serde_json::to_string(&view.jsapi).unwrap_or_else(|_| "null".into()),
     );
+    context.insert(
+        "med_ins_json",
+        &serde_json::to_string(&view.med_ins).unwrap_or_else(|_| "null".into()),
+    );
     match tera::Tera::one_off(PAY_PAGE, &context, true) {
         Ok(html) => HttpResponse::Ok()
             .content_type("text/html; charset=utf-8")
@@ -197,6 +201,10 @@ pub struct Refund {
     pub reason: Option<String>,
     pub refund_id: Option<String>,
     pub automatic: bool,
+    /// The 医保 part refunded through the insurance bureau, in yuan by fund.
+    pub insurance: Option<serde_json::Value>,
+    /// When WeChat Pay accepted the report of that part.
+    pub insurance_reported_at: Option<String>,
     pub created_at: String,
 }
 
@@ -211,6 +219,9 @@ pub struct Payment {
     pub refunded: String,
     pub payer_id: String,
     pub transaction_id: Option<String>,
+    /// A 医保 mixed order's number and its last `mix_pay_status`.
+    pub mix_trade_no: Option<String>,
+    pub mix_pay_status: Option<String>,
     /// Paid after the flow had moved on: refunded automatically.
     pub late: bool,
     pub last_error: Option<String>,
@@ -240,12 +251,15 @@ fn payment_dto(row: &PaymentRow, refunds: &[RefundRow]) -> Payment {
         refunded: yuan(row.refunded_fen),
         payer_id: row.payer_id.clone(),
         transaction_id: row.transaction_id.clone(),
+        mix_trade_no: row.mix_trade_no.clone(),
+        mix_pay_status: row.mix_pay_status.clone(),
         late: row.late,
         last_error: row.last_error.clone(),
         bill: row
             .bill
             .as_deref()
-            .and_then(|b| serde_json::from_str(b).ok()),
+            .and_then(|b| serde_json::from_str::<crate::domain::CheckedBill>(b).ok())
+            .and_then(|b| serde_json::to_value(b.masked()).ok()),
         expires_at: time(row.expires_at_ms),
         paid_at: row.paid_at_ms.map(time),
         created_at: time(row.created_at_ms),
@@ -258,6 +272,18 @@ fn payment_dto(row: &PaymentRow, refunds: &[RefundRow]) -> Payment {
                 reason: r.reason.clone(),
                 refund_id: r.refund_id.clone(),
                 automatic: r.automatic,
+                insurance: r
+                    .insurance
+                    .as_deref()
+                    .and_then(|i| serde_json::from_str::<crate::engine::InsuranceRefund>(i).ok())
+                    .map(|i| {
+                        json!({
+                            "pooled_fund": yuan(i.pooled_fund),
+                            "personal_account": yuan(i.personal_account),
+                            "other_funds": yuan(i.other_funds),
+                        })
+                    }),
+                insurance_reported_at: r.insurance_notified_at_ms.map(time),
                 created_at: time(r.created_at_ms),
             })
             .collect(),

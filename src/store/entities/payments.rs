@@ -47,6 +47,10 @@ pub struct Model {
     pub paid_at_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub mix_trade_no: Option<String>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub mix_pay_status: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -29,6 +29,9 @@ pub struct Model {
     pub locked_until_ms: Option<i64>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub insurance: Option<String>,
+    pub insurance_notified_at_ms: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

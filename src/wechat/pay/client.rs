@@ -7,15 +7,17 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::crypto::{
-    authorization, pay_sign_message, ApiV3Key, CryptoError, MerchantKey, PlatformKeys,
+    authorization, pay_sign_message, ApiV3Key, CryptoError, MerchantKey, PlatformKeys, VerifyingKey,
 };
+use crate::domain::{CheckedBill, MixPayType};
 use crate::runtime::Clock;
 
 /// The real host.
@@ -40,6 +42,9 @@ pub struct MerchantConfig {
     pub api_v3_key: ApiV3Key,
     pub notify_url: String,
     pub base_url: String,
+    /// Platform-certificate mode: `/v3/certificates` is downloaded (and
+    /// again when an answer names a serial not held: a rotation).
+    pub platform_certificates: bool,
 }
 
 impl fmt::Debug for MerchantConfig {
@@ -53,6 +58,7 @@ impl fmt::Debug for MerchantConfig {
             .field("api_v3_key", &self.api_v3_key)
             .field("notify_url", &self.notify_url)
             .field("base_url", &self.base_url)
+            .field("platform_certificates", &self.platform_certificates)
             .finish()
     }
 }
@@ -217,6 +223,57 @@ pub struct Refund {
     pub amount: Option<Value>,
 }
 
+/// What the 医保 order APIs and the `MEDICAL_INSURANCE.SUCCESS`
+/// notification say of a mixed order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MedInsStatus {
+    pub mix_trade_no: String,
+    /// `MIX_PAY_CREATED`, `MIX_PAY_SUCCESS`, `MIX_PAY_REFUND`, `MIX_PAY_FAIL`.
+    pub mix_pay_status: String,
+    #[serde(default)]
+    pub self_pay_status: Option<String>,
+    #[serde(default)]
+    pub med_ins_pay_status: Option<String>,
+    #[serde(default)]
+    pub out_trade_no: Option<String>,
+    #[serde(default)]
+    pub appid: Option<String>,
+    #[serde(default)]
+    pub total_fee: Option<i64>,
+    #[serde(default)]
+    pub wechat_pay_cash_fee: Option<i64>,
+    #[serde(default)]
+    pub paid_time: Option<String>,
+    #[serde(default)]
+    pub med_ins_fail_reason: Option<String>,
+}
+
+/// A 医保 mixed order to create: the bill (amounts and the bureau's
+/// pre-settlement ids) and, when there is a self-paid part, the prepay id
+/// of its JSAPI order.
+#[derive(Debug, Clone, Copy)]
+pub struct MedInsOrder<'a> {
+    pub out_trade_no: &'a str,
+    pub openid: &'a str,
+    pub bill: &'a CheckedBill,
+    pub prepay_id: Option<&'a str>,
+    /// RFC 3339 with offset.
+    pub create_time: &'a str,
+}
+
+/// The 医保 part of a refund, done by the hospital through the insurance
+/// bureau, reported to WeChat Pay under the self-pay refund's number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MedInsRefund {
+    pub out_refund_no: String,
+    /// Fen.
+    pub gov: i64,
+    pub personal: i64,
+    pub other: i64,
+    /// RFC 3339 with offset.
+    pub refund_time: String,
+}
+
 /// The parameters a page hands to `WeixinJSBridge.invoke('getBrandWCPayRequest', …)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -234,6 +291,78 @@ pub struct PayClient {
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
     nonces: NonceCache,
+    /// The WeChat Pay keys answers are verified with and the serial sent
+    /// as `Wechatpay-Serial`: the configured ones, plus in certificate
+    /// mode the platform certificates last downloaded.
+    keys: RwLock<(PlatformKeys, String)>,
+    /// When an unknown serial last made us download (at most once a minute,
+    /// so forged serials cannot make us hammer WeChat Pay).
+    last_unknown_refresh: Mutex<Option<i64>>,
+}
+
+/// A platform certificate from `GET /v3/certificates`, decrypted.
+#[derive(Debug, Clone)]
+pub struct PlatformCertificate {
+    pub serial_no: String,
+    pub key: VerifyingKey,
+    pub effective_time: DateTime<FixedOffset>,
+    pub expire_time: DateTime<FixedOffset>,
+}
+
+/// Reads a `/v3/certificates` answer: each certificate decrypted with the
+/// APIv3 key (AES-GCM proves it came from WeChat Pay), its serial checked
+/// against the one listed, and the answer's own signature verified with
+/// the certificate it names.
+///
+/// # Errors
+/// `Crypto` for a certificate that does not decrypt or an answer that does not verify.
+pub fn read_certificates(
+    api_v3_key: &ApiV3Key,
+    header: &dyn Fn(&str) -> Option<String>,
+    body: &[u8],
+) -> Result<Vec<PlatformCertificate>, PayError> {
+    let answer: Value =
+        serde_json::from_slice(body).map_err(|e| PayError::Unexpected(e.to_string()))?;
+    let mut certificates = Vec::new();
+    let mut keys = PlatformKeys::default();
+    for item in answer["data"].as_array().cloned().unwrap_or_default() {
+        let text = |name: &str| item[name].as_str().unwrap_or_default().to_owned();
+        let encrypted = &item["encrypt_certificate"];
+        let pem = api_v3_key.decrypt(
+            encrypted["nonce"].as_str().unwrap_or_default(),
+            encrypted["associated_data"].as_str().unwrap_or_default(),
+            encrypted["ciphertext"].as_str().unwrap_or_default(),
+        )?;
+        let (key, serial) = VerifyingKey::from_certificate_pem(&String::from_utf8_lossy(&pem))?;
+        if !serial.eq_ignore_ascii_case(&text("serial_no")) {
+            return Err(PayError::Forged(format!(
+                "certificate {} is listed as {}",
+                serial,
+                text("serial_no")
+            )));
+        }
+        let time = |name: &str| {
+            DateTime::parse_from_rfc3339(&text(name))
+                .map_err(|e| PayError::Unexpected(format!("{name}: {e}")))
+        };
+        keys.add(&serial, key.clone());
+        certificates.push(PlatformCertificate {
+            serial_no: serial,
+            key,
+            effective_time: time("effective_time")?,
+            expire_time: time("expire_time")?,
+        });
+    }
+    let get =
+        |name: &str| header(name).ok_or_else(|| PayError::Forged(format!("no {name} header")));
+    keys.verify(
+        &get("Wechatpay-Serial")?,
+        &get("Wechatpay-Timestamp")?,
+        &get("Wechatpay-Nonce")?,
+        body,
+        &get("Wechatpay-Signature")?,
+    )?;
+    Ok(certificates)
 }
 
 fn nonce() -> String {
@@ -249,16 +378,108 @@ impl PayClient {
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
+        let keys = RwLock::new((config.platform.clone(), config.wechatpay_serial.clone()));
         PayClient {
             config,
             http,
             clock,
             nonces: NonceCache::default(),
+            keys,
+            last_unknown_refresh: Mutex::new(None),
         }
     }
 
     pub fn config(&self) -> &MerchantConfig {
         &self.config
+    }
+
+    /// The WeChat Pay keys held now (callbacks are verified with them).
+    pub fn platform_keys(&self) -> PlatformKeys {
+        self.keys
+            .read()
+            .map(|k| k.0.clone())
+            .unwrap_or_else(|e| e.into_inner().0.clone())
+    }
+
+    /// The serial sent as `Wechatpay-Serial`, whose key encrypts sensitive fields.
+    pub fn wechatpay_serial(&self) -> String {
+        self.keys
+            .read()
+            .map(|k| k.1.clone())
+            .unwrap_or_else(|e| e.into_inner().1.clone())
+    }
+
+    /// In certificate mode, a message signed under a serial we do not hold
+    /// may mean WeChat Pay rotated its certificate: download them again
+    /// (at most once a minute), so the message can then be verified.
+    pub async fn learn_serial(&self, serial: &str) {
+        if !self.config.platform_certificates || self.platform_keys().get(serial).is_some() {
+            return;
+        }
+        let now = self.clock.now().timestamp();
+        {
+            let Ok(mut last) = self.last_unknown_refresh.lock() else {
+                return;
+            };
+            if last.is_some_and(|at| now - at < 60) {
+                return;
+            }
+            *last = Some(now);
+        }
+        if let Err(error) = self.refresh_certificates().await {
+            tracing::warn!(mchid = %self.config.mchid, "downloading WeChat Pay certificates failed: {error}");
+        }
+    }
+
+    /// Platform-certificate mode: `GET /v3/certificates`, decrypted and
+    /// verified (`read_certificates`). The configured public key (if any)
+    /// stays; certificates past their expiry are dropped; the newest one in
+    /// effect becomes `Wechatpay-Serial` unless a public key is held (the
+    /// direction WeChat Pay is moving merchants). Old and new certificates
+    /// are both held during a rotation, so either signature verifies.
+    ///
+    /// # Errors
+    /// `PayError`; the keys held before stay.
+    pub async fn refresh_certificates(&self) -> Result<Vec<String>, PayError> {
+        let (_, raw, headers) = self.exchange("GET", "/v3/certificates", &[], false).await?;
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let now = self.clock.now();
+        let certificates = read_certificates(&self.config.api_v3_key, &get, &raw)?;
+        let at = get("Wechatpay-Timestamp")
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or_default();
+        if (now.timestamp() - at).abs() > MAX_CLOCK_SKEW_SECS {
+            return Err(PayError::Forged(format!("timestamp {at} is stale")));
+        }
+        let mut keys = self.config.platform.clone();
+        let mut serial = self.config.wechatpay_serial.clone();
+        let mut newest: Option<&PlatformCertificate> = None;
+        for certificate in &certificates {
+            if certificate.expire_time <= now {
+                continue;
+            }
+            keys.add(&certificate.serial_no, certificate.key.clone());
+            if certificate.effective_time <= now
+                && newest.is_none_or(|n| n.effective_time < certificate.effective_time)
+            {
+                newest = Some(certificate);
+            }
+        }
+        if !serial.starts_with("PUB_KEY_ID_") {
+            if let Some(newest) = newest {
+                serial.clone_from(&newest.serial_no);
+            }
+        }
+        let serials = keys.serials();
+        if let Ok(mut held) = self.keys.write() {
+            *held = (keys, serial);
+        }
+        Ok(serials)
     }
 
     /// Sends one signed request and returns the verified status and raw body.
@@ -270,12 +491,25 @@ impl PayClient {
     ) -> Result<(u16, Vec<u8>), PayError> {
         // Serialised once: these exact bytes are signed, sent, and re-sent on retry.
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let (status, raw, _) = self.exchange(method, path_and_query, &bytes, true).await?;
+        Ok((status, raw))
+    }
+
+    /// Sends the same bytes until an answer that is not transient
+    /// (5xx, `SYSTEM_ERROR`, 429, the network), verifying 2xx answers when `verify`.
+    async fn exchange(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        bytes: &[u8],
+        verify: bool,
+    ) -> Result<(u16, Vec<u8>, reqwest::header::HeaderMap), PayError> {
         let mut last = PayError::Transport("no attempt".into());
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(200 * (1 << attempt))).await;
             }
-            match self.attempt(method, path_and_query, &bytes).await {
+            match self.attempt(method, path_and_query, bytes, verify).await {
                 Ok(answer) => return Ok(answer),
                 Err(error) if error.is_transient() => {
                     tracing::warn!(attempt, "WeChat Pay {method} {path_and_query}: {error}");
@@ -292,7 +526,8 @@ impl PayClient {
         method: &str,
         path_and_query: &str,
         body: &[u8],
-    ) -> Result<(u16, Vec<u8>), PayError> {
+        verify: bool,
+    ) -> Result<(u16, Vec<u8>, reqwest::header::HeaderMap), PayError> {
         let config = &self.config;
         let timestamp = self.clock.now().timestamp().to_string();
         let header = authorization(
@@ -312,7 +547,7 @@ impl PayClient {
         }
         .header("accept", "application/json")
         .header("authorization", header)
-        .header("wechatpay-serial", &config.wechatpay_serial)
+        .header("wechatpay-serial", self.wechatpay_serial())
         .header("user-agent", concat!("o2flow/", env!("CARGO_PKG_VERSION")));
         if !body.is_empty() {
             request = request
@@ -341,20 +576,24 @@ impl PayClient {
                 message: error["message"].as_str().unwrap_or_default().to_owned(),
             });
         }
-        let get = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        verify_signed(
-            &config.platform,
-            &self.nonces,
-            self.clock.now().timestamp(),
-            &get,
-            &raw,
-        )?;
-        Ok((status, raw))
+        if verify {
+            let get = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned)
+            };
+            let serial = get("Wechatpay-Serial").unwrap_or_default();
+            Box::pin(self.learn_serial(&serial)).await;
+            verify_signed(
+                &self.platform_keys(),
+                &self.nonces,
+                self.clock.now().timestamp(),
+                &get,
+                &raw,
+            )?;
+        }
+        Ok((status, raw, headers))
     }
 
     fn order_body(&self, order: &Order) -> Value {
@@ -463,6 +702,111 @@ impl PayClient {
         let path = format!("/v3/refund/domestic/refunds/{out_refund_no}");
         let (_, raw) = self.send("GET", &path, None).await?;
         serde_json::from_slice(&raw).map_err(|e| PayError::Unexpected(e.to_string()))
+    }
+
+    /// `POST /v3/med-ins/orders`: the mixed order, with the payer's name
+    /// and ID digest RSA-OAEP-encrypted under the key named by
+    /// `Wechatpay-Serial`. Returns the order with its `mix_trade_no`.
+    ///
+    /// # Errors
+    /// `PayError` (`Crypto` when no key is held under the serial sent).
+    pub async fn med_ins_order(&self, order: &MedInsOrder<'_>) -> Result<MedInsStatus, PayError> {
+        let bill = order.bill;
+        let settlement = bill.bill.settlement.as_ref().ok_or_else(|| {
+            PayError::Unexpected("a 医保 order needs the bill's settlement".into())
+        })?;
+        let serial = self.wechatpay_serial();
+        let keys = self.platform_keys();
+        let key = keys
+            .get(&serial)
+            .ok_or_else(|| CryptoError::UnknownSerial(serial.clone()))?;
+        let mix_pay_type = match bill.mix_pay_type {
+            MixPayType::CashOnly => "CASH_ONLY",
+            MixPayType::InsuranceOnly => "INSURANCE_ONLY",
+            MixPayType::CashAndInsurance => "CASH_AND_INSURANCE",
+        };
+        let mut body = json!({
+            "mix_pay_type": mix_pay_type,
+            "order_type": settlement.order_type,
+            "appid": self.config.appid,
+            "openid": order.openid,
+            "payer": {
+                "name": key.encrypt_oaep(&settlement.payer.name)?,
+                "id_digest": key.encrypt_oaep(&settlement.payer.id_digest)?,
+                "card_type": "ID_CARD",
+            },
+            "pay_for_relatives": false,
+            "out_trade_no": order.out_trade_no,
+            "serial_no": settlement.serial_no,
+            "pay_order_id": settlement.pay_order_id,
+            "pay_auth_no": settlement.pay_auth_no,
+        });
+        if let Some(geo) = &settlement.geo_location {
+            body["geo_location"] = json!(geo);
+        }
+        body["city_id"] = json!(settlement.city_id);
+        body["med_inst_name"] = json!(settlement.med_inst_name);
+        body["med_inst_no"] = json!(settlement.med_inst_no);
+        body["med_ins_order_create_time"] = json!(order.create_time);
+        body["total_fee"] = json!(bill.total);
+        body["med_ins_gov_fee"] = json!(bill.split.pooled_fund);
+        body["med_ins_self_fee"] = json!(bill.split.personal_account);
+        body["med_ins_other_fee"] = json!(bill.split.other_funds);
+        body["med_ins_cash_fee"] = json!(bill.split.self_pay);
+        body["wechat_pay_cash_fee"] = json!(bill.wechat_pay_cash);
+        let detail = |list: &[crate::domain::Adjustment], fee: &str, kind: &str| -> Value {
+            list.iter()
+                .map(|a| json!({fee: a.amount, kind: a.kind}))
+                .collect()
+        };
+        if !bill.bill.add.is_empty() {
+            body["cash_add_detail"] = detail(&bill.bill.add, "cash_add_fee", "cash_add_type");
+        }
+        if !bill.bill.reduce.is_empty() {
+            body["cash_reduce_detail"] =
+                detail(&bill.bill.reduce, "cash_reduce_fee", "cash_reduce_type");
+        }
+        body["callback_url"] = json!(self.config.notify_url);
+        if let Some(prepay_id) = order.prepay_id {
+            body["prepay_id"] = json!(prepay_id);
+        }
+        body["med_ins_test_env"] = json!(settlement.test_env);
+        let (_, raw) = self.send("POST", "/v3/med-ins/orders", Some(&body)).await?;
+        serde_json::from_slice(&raw).map_err(|e| PayError::Unexpected(e.to_string()))
+    }
+
+    /// `GET /v3/med-ins/orders/mix-trade-no/{mix_trade_no}`.
+    ///
+    /// # Errors
+    /// `PayError`.
+    pub async fn query_med_ins(&self, mix_trade_no: &str) -> Result<MedInsStatus, PayError> {
+        let path = format!("/v3/med-ins/orders/mix-trade-no/{mix_trade_no}");
+        let (_, raw) = self.send("GET", &path, None).await?;
+        serde_json::from_slice(&raw).map_err(|e| PayError::Unexpected(e.to_string()))
+    }
+
+    /// `POST /v3/med-ins/refunds/notify?mix_trade_no=…`: tells WeChat Pay the
+    /// hospital refunded the 医保 part through the bureau (after the
+    /// self-paid part's refund, with the same `out_refund_no`).
+    ///
+    /// # Errors
+    /// `PayError`.
+    pub async fn med_ins_refund_notify(
+        &self,
+        mix_trade_no: &str,
+        refund: &MedInsRefund,
+    ) -> Result<(), PayError> {
+        let path = format!("/v3/med-ins/refunds/notify?mix_trade_no={mix_trade_no}");
+        let body = json!({
+            "med_refund_total_fee": refund.gov + refund.personal + refund.other,
+            "med_refund_gov_fee": refund.gov,
+            "med_refund_self_fee": refund.personal,
+            "med_refund_other_fee": refund.other,
+            "refund_time": refund.refund_time,
+            "out_refund_no": refund.out_refund_no,
+        });
+        self.send("POST", &path, Some(&body)).await?;
+        Ok(())
     }
 
     /// The signed parameters a WeChat page needs to pay `prepay_id`.

@@ -4,18 +4,25 @@
 //! every 2xx answer with its platform key, keeps orders and refunds with
 //! the real rules, and on a control call ("the user pays", "the refund
 //! completes") sends signed, encrypted notifications. Failures can be
-//! injected: a 500 `SYSTEM_ERROR`, a forged or stale answer, and probe,
-//! stale, wrong-serial or duplicated notifications.
+//! injected: a 500 `SYSTEM_ERROR`, a 429, a forged or stale answer, and
+//! probe, stale, wrong-serial, delayed, dropped or duplicated
+//! notifications. A notification the receiver does not answer 2xx within
+//! 5 s is sent again on WeChat Pay's 15-step schedule, compressed.
+//! 医保 mixed orders (`/v3/med-ins/*`) keep the amount invariants and
+//! decrypt the payer's OAEP fields; `/v3/certificates` serves the platform
+//! certificate for certificate mode, and the serial it signs under can be
+//! switched mid-test (a migration).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
 use super::crypto::{
-    parse_authorization, request_message, response_message, ApiV3Key, MerchantKey, VerifyingKey,
-    SIGNTEST_PREFIX,
+    decrypt_oaep_for_tests, parse_authorization, request_message, response_message, ApiV3Key,
+    MerchantKey, VerifyingKey, SIGNTEST_PREFIX,
 };
 use crate::runtime::Clock;
 
@@ -26,11 +33,39 @@ pub struct FakeConfig {
     pub merchant_serial: String,
     pub merchant_public: VerifyingKey,
     pub platform_key: MerchantKey,
-    /// The serial the fake signs under (`PUB_KEY_ID_…`).
+    /// The serial the fake signs under at first (`PUB_KEY_ID_…`, or the
+    /// certificate's serial in certificate mode); `sign_as` changes it.
     pub platform_serial: String,
+    /// The same key pair's private PEM, to decrypt OAEP fields (test key).
+    pub platform_private_pem: String,
+    /// The platform certificate (PEM) `/v3/certificates` serves, if any.
+    pub platform_certificate: Option<String>,
     pub api_v3_key: ApiV3Key,
     pub clock: Arc<dyn Clock>,
 }
+
+/// WeChat Pay's schedule for a notification that was not answered 2xx:
+/// 15 more attempts over about 24 h.
+pub const RETRY_SCHEDULE: [Duration; 15] = [
+    Duration::from_secs(15),
+    Duration::from_secs(15),
+    Duration::from_secs(30),
+    Duration::from_secs(180),
+    Duration::from_secs(600),
+    Duration::from_secs(1200),
+    Duration::from_secs(1800),
+    Duration::from_secs(1800),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(10_800),
+    Duration::from_secs(10_800),
+    Duration::from_secs(10_800),
+    Duration::from_secs(21_600),
+    Duration::from_secs(21_600),
+];
+
+/// How long WeChat Pay waits for the receiver's answer.
+pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 /// A failure to inject into the next answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +76,8 @@ pub enum AnswerFault {
     ForgedSignature,
     /// A 2xx signed ten minutes in the past.
     StaleTimestamp,
+    /// 429 `FREQUENCY_LIMITED` (the client must retry with the same body).
+    RateLimited,
 }
 
 /// How to deliver a notification.
@@ -62,6 +99,8 @@ pub enum NotifyMode {
     /// Lost on the way: the state changes, no notification arrives
     /// (reconciliation must find it).
     Drop,
+    /// Sent this long after the state changed (a query may see it first).
+    Delayed(Duration),
 }
 
 #[derive(Debug, Clone)]
@@ -84,19 +123,41 @@ struct FakeRefund {
     notify_url: Option<String>,
 }
 
+/// A 医保 mixed order: the request as sent (payer fields decrypted) and its state.
+#[derive(Debug, Clone)]
+struct FakeMedOrder {
+    request: Value,
+    mix_pay_status: String,
+    self_pay_status: String,
+    med_ins_pay_status: String,
+    paid_time: Option<String>,
+    refunds: Vec<Value>,
+}
+
 #[derive(Default)]
 struct State {
     orders: HashMap<String, FakeOrder>,
     refunds: HashMap<String, FakeRefund>,
+    /// By `mix_trade_no`.
+    med_orders: HashMap<String, FakeMedOrder>,
     faults: VecDeque<AnswerFault>,
     /// `(method, path?query, status)` of every request.
     requests: Vec<(String, String, u16)>,
+    /// The body of every request, in the same order.
+    bodies: Vec<String>,
     sequence: u64,
+    /// Multiplies `RETRY_SCHEDULE` (tests compress a day into milliseconds).
+    retry_scale: f64,
+    /// Every notification attempt: `(notification id, status)`.
+    deliveries: Vec<(String, u16)>,
 }
 
 struct Fake {
     config: FakeConfig,
     state: Mutex<State>,
+    /// The serial answers and notifications are signed under now (apart
+    /// from `state`: answers are signed while `state` is held).
+    signing_serial: std::sync::RwLock<String>,
     http: reqwest::Client,
 }
 
@@ -121,6 +182,13 @@ impl Fake {
 
     fn now(&self) -> i64 {
         self.config.clock.now().timestamp()
+    }
+
+    fn signing_serial(&self) -> String {
+        self.signing_serial
+            .read()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// Signature headers for `body`, at `timestamp`, under `serial`.
@@ -149,7 +217,8 @@ impl Fake {
             Some(AnswerFault::StaleTimestamp) => self.now() - 600,
             _ => self.now(),
         };
-        let mut headers = self.sign(timestamp, &self.config.platform_serial, &bytes);
+        let serial = self.signing_serial();
+        let mut headers = self.sign(timestamp, &serial, &bytes);
         if fault == Some(AnswerFault::ForgedSignature) {
             headers[3].1 = self
                 .config
@@ -259,6 +328,9 @@ impl Fake {
         if fault == Some(AnswerFault::SystemError) {
             return error(500, "SYSTEM_ERROR", "系统错误");
         }
+        if fault == Some(AnswerFault::RateLimited) {
+            return error(429, "FREQUENCY_LIMITED", "请求频率超限");
+        }
         let path = request.path().to_owned();
         let method = request.method().as_str().to_owned();
         let body: Value = if body.is_empty() {
@@ -303,6 +375,43 @@ impl Fake {
                     Some(refund) => self.answer(200, Some(self.refund_json(no, refund)), fault),
                     None => error(404, "RESOURCE_NOT_EXISTS", "退款单不存在"),
                 }
+            }
+            ("GET", ["v3", "certificates"]) => self.certificates(fault),
+            ("POST", ["v3", "med-ins", "orders"]) => {
+                let serial = request
+                    .headers()
+                    .get("wechatpay-serial")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                self.create_med_order(body, &serial, fault)
+            }
+            ("GET", ["v3", "med-ins", "orders", by @ ("mix-trade-no" | "out-trade-no"), no]) => {
+                let state = self.lock();
+                let found = state.med_orders.iter().find(|(mix, order)| {
+                    if *by == "mix-trade-no" {
+                        mix.as_str() == *no
+                    } else {
+                        order.request["out_trade_no"] == *no
+                    }
+                });
+                match found {
+                    Some((mix, order)) => {
+                        let answer = med_json(mix, order);
+                        drop(state);
+                        self.answer(200, Some(answer), fault)
+                    }
+                    None => error(404, "ORDER_NOT_EXIST", "订单不存在"),
+                }
+            }
+            ("POST", ["v3", "med-ins", "refunds", "notify"]) => {
+                let mix = request
+                    .query_string()
+                    .split('&')
+                    .find_map(|pair| pair.strip_prefix("mix_trade_no="))
+                    .unwrap_or_default()
+                    .to_owned();
+                self.med_refund_notify(&mix, &body, fault)
             }
             _ => error(404, "NOT_FOUND", "no such API in the fake"),
         }
@@ -405,6 +514,225 @@ impl Fake {
         self.answer(200, Some(answer), fault)
     }
 
+    /// `/v3/certificates`: the platform certificate, encrypted with the
+    /// APIv3 key (AAD `certificate`).
+    fn certificates(&self, fault: Option<AnswerFault>) -> HttpResponse {
+        let Some(pem) = &self.config.platform_certificate else {
+            return error(
+                404,
+                "NOT_FOUND",
+                "this merchant uses the WeChat Pay public key",
+            );
+        };
+        let Ok((_, serial)) = VerifyingKey::from_certificate_pem(pem) else {
+            return error(500, "SYSTEM_ERROR", "bad test certificate");
+        };
+        let nonce = "CertNonce012";
+        let ciphertext = self
+            .config
+            .api_v3_key
+            .encrypt(nonce, "certificate", pem.as_bytes())
+            .unwrap_or_default();
+        let answer = json!({"data": [{
+            "serial_no": serial,
+            "effective_time": "2026-01-01T08:00:00+08:00",
+            "expire_time": "2046-01-01T08:00:00+08:00",
+            "encrypt_certificate": {"algorithm": "AEAD_AES_256_GCM", "nonce": nonce, "associated_data": "certificate", "ciphertext": ciphertext},
+        }]});
+        self.answer(200, Some(answer), fault)
+    }
+
+    /// `POST /v3/med-ins/orders` with the rules of §3: the payer's fields
+    /// decrypt under the key named by `Wechatpay-Serial`, the amounts keep
+    /// the invariants, the legs match `mix_pay_type`, the self-paid leg's
+    /// prepay id is an order for exactly `wechat_pay_cash_fee`.
+    fn create_med_order(
+        &self,
+        mut body: Value,
+        serial: &str,
+        fault: Option<AnswerFault>,
+    ) -> HttpResponse {
+        let param = |why: &str| error(400, "PARAM_ERROR", why);
+        let signing = self.signing_serial();
+        if !serial.eq_ignore_ascii_case(&signing)
+            && !serial.eq_ignore_ascii_case(&self.config.platform_serial)
+        {
+            return param("Wechatpay-Serial does not name a WeChat Pay key of this merchant");
+        }
+        for field in ["name", "id_digest"] {
+            let Some(text) = body["payer"][field].as_str() else {
+                return param("payer.name and payer.id_digest are required");
+            };
+            match decrypt_oaep_for_tests(&self.config.platform_private_pem, text) {
+                Ok(plain) => body["payer"][field] = json!(plain),
+                Err(_) => {
+                    return param(
+                        "payer fields must be RSA-OAEP (SHA-1) encrypted under the WeChat Pay key",
+                    )
+                }
+            }
+        }
+        let text = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+        let fee = |name: &str| body[name].as_i64().unwrap_or(-1);
+        for name in [
+            "order_type",
+            "appid",
+            "openid",
+            "out_trade_no",
+            "serial_no",
+            "pay_order_id",
+            "pay_auth_no",
+            "city_id",
+            "med_inst_name",
+            "med_inst_no",
+            "med_ins_order_create_time",
+            "callback_url",
+        ] {
+            if text(name).is_empty() {
+                return param(&format!("{name} is required"));
+            }
+        }
+        if text("appid") != self.config.appid {
+            return param("appid is wrong");
+        }
+        let sum = |list: &str, field: &str| -> i64 {
+            body[list]
+                .as_array()
+                .map(|a| a.iter().map(|e| e[field].as_i64().unwrap_or(0)).sum())
+                .unwrap_or(0)
+        };
+        let (add, reduce) = (
+            sum("cash_add_detail", "cash_add_fee"),
+            sum("cash_reduce_detail", "cash_reduce_fee"),
+        );
+        let (gov, own, other, cash, wechat) = (
+            fee("med_ins_gov_fee"),
+            fee("med_ins_self_fee"),
+            fee("med_ins_other_fee"),
+            fee("med_ins_cash_fee"),
+            fee("wechat_pay_cash_fee"),
+        );
+        if [gov, own, other, cash, wechat].iter().any(|v| *v < 0)
+            || fee("total_fee") != gov + own + other + cash + add
+            || fee("total_fee") != gov + own + other + wechat + reduce
+        {
+            return param("total_fee must be gov + self + other + cash + Σadd = gov + self + other + wechat_pay_cash + Σreduce");
+        }
+        let prepay = body["prepay_id"].as_str().map(str::to_owned);
+        match text("mix_pay_type").as_str() {
+            "INSURANCE_ONLY" if wechat == 0 && prepay.is_none() => {}
+            "CASH_AND_INSURANCE" if wechat > 0 && gov + own + other > 0 && prepay.is_some() => {}
+            _ => return param("mix_pay_type does not match the amounts and prepay_id"),
+        }
+        let mut state = self.lock();
+        if let Some(prepay) = &prepay {
+            let order = state.orders.values().find(|o| &o.prepay_id == prepay);
+            match order {
+                Some(o)
+                    if o.request["amount"]["total"].as_i64() == Some(wechat)
+                        && o.request["payer"]["openid"] == body["openid"] => {}
+                Some(_) => {
+                    return param(
+                        "the prepay_id's order is not for wechat_pay_cash_fee and this openid",
+                    )
+                }
+                None => return param("unknown prepay_id"),
+            }
+        }
+        let out_trade_no = text("out_trade_no");
+        if let Some((mix, order)) = state
+            .med_orders
+            .iter()
+            .find(|(_, o)| o.request["out_trade_no"] == out_trade_no.as_str())
+        {
+            if order.request != body {
+                return error(403, "OUT_TRADE_NO_USED", "商户订单号重复");
+            }
+            let answer = med_json(mix, order);
+            drop(state);
+            return self.answer(200, Some(answer), fault);
+        }
+        state.sequence += 1;
+        let mix = format!("MIX{}{:010}", self.now(), state.sequence);
+        let order = FakeMedOrder {
+            request: body,
+            mix_pay_status: "MIX_PAY_CREATED".into(),
+            self_pay_status: if wechat > 0 {
+                "SELF_PAY_CREATED"
+            } else {
+                "NO_SELF_PAY"
+            }
+            .into(),
+            med_ins_pay_status: "MED_INS_PAY_CREATED".into(),
+            paid_time: None,
+            refunds: Vec::new(),
+        };
+        let answer = med_json(&mix, &order);
+        state.med_orders.insert(mix, order);
+        drop(state);
+        self.answer(200, Some(answer), fault)
+    }
+
+    /// `POST /v3/med-ins/refunds/notify`: only for a paid order, never more
+    /// than the insured amounts, the total the sum of its parts.
+    fn med_refund_notify(
+        &self,
+        mix: &str,
+        body: &Value,
+        fault: Option<AnswerFault>,
+    ) -> HttpResponse {
+        let mut state = self.lock();
+        let Some(order) = state.med_orders.get_mut(mix) else {
+            return error(404, "ORDER_NOT_EXIST", "订单不存在");
+        };
+        if order.mix_pay_status != "MIX_PAY_SUCCESS" && order.mix_pay_status != "MIX_PAY_REFUND" {
+            return error(400, "INVALID_REQUEST", "订单未支付成功");
+        }
+        let fee = |name: &str| body[name].as_i64().unwrap_or(-1);
+        let (gov, own, other) = (
+            fee("med_refund_gov_fee"),
+            fee("med_refund_self_fee"),
+            fee("med_refund_other_fee"),
+        );
+        let refunded = |field: &str| {
+            order
+                .refunds
+                .iter()
+                .map(|r| r[field].as_i64().unwrap_or(0))
+                .sum::<i64>()
+        };
+        if gov < 0
+            || own < 0
+            || other < 0
+            || fee("med_refund_total_fee") != gov + own + other
+            || body["out_refund_no"].as_str().is_none_or(str::is_empty)
+            || body["refund_time"].as_str().is_none_or(str::is_empty)
+            || gov + refunded("med_refund_gov_fee")
+                > order.request["med_ins_gov_fee"].as_i64().unwrap_or(0)
+            || own + refunded("med_refund_self_fee")
+                > order.request["med_ins_self_fee"].as_i64().unwrap_or(0)
+            || other + refunded("med_refund_other_fee")
+                > order.request["med_ins_other_fee"].as_i64().unwrap_or(0)
+        {
+            return error(
+                400,
+                "PARAM_ERROR",
+                "the 医保 refund does not add up or exceeds what insurance paid",
+            );
+        }
+        if !order
+            .refunds
+            .iter()
+            .any(|r| r["out_refund_no"] == body["out_refund_no"])
+        {
+            order.refunds.push(body.clone());
+        }
+        order.mix_pay_status = "MIX_PAY_REFUND".into();
+        order.med_ins_pay_status = "MED_INS_PAY_REFUND".into();
+        drop(state);
+        self.answer(204, None, fault)
+    }
+
     /// Builds a signed, encrypted notification and posts it as `mode` says;
     /// returns the statuses the receiver answered.
     async fn notify(
@@ -415,6 +743,10 @@ impl Fake {
         resource: &Value,
         mode: NotifyMode,
     ) -> Vec<u16> {
+        // Held up on the way: signed when it is finally sent.
+        if let NotifyMode::Delayed(delay) = mode {
+            tokio::time::sleep(delay).await;
+        }
         let sequence = {
             let mut state = self.lock();
             state.sequence += 1;
@@ -443,8 +775,9 @@ impl Fake {
         let serial = if mode == NotifyMode::WrongSerial {
             "7E57C0DE0000000000000000000000000000FFFF".to_owned()
         } else {
-            self.config.platform_serial.clone()
+            self.signing_serial()
         };
+
         let mut headers = self.sign(timestamp, &serial, &body);
         if mode == NotifyMode::Probe {
             headers[3].1 = format!("{SIGNTEST_PREFIX}{}", headers[3].1);
@@ -454,26 +787,72 @@ impl Fake {
             NotifyMode::Drop => 0,
             _ => 1,
         };
+        let id = envelope["id"].as_str().unwrap_or_default().to_owned();
         let mut statuses = Vec::new();
         for attempt in 0..times {
             if mode == NotifyMode::Resend && attempt > 0 {
                 headers = self.sign(timestamp, &serial, &body);
             }
-            let mut request = self
-                .http
-                .post(url)
-                .header("content-type", "application/json");
-            for (name, value) in &headers {
-                request = request.header(name, value);
+            statuses.push(self.post(url, &id, &headers, &body).await);
+        }
+        // Not answered 2xx in time: WeChat Pay tries again on its schedule
+        // (a probe or a forgery is never retried; the merchant is meant to refuse those).
+        let retried = matches!(
+            mode,
+            NotifyMode::Normal | NotifyMode::Resend | NotifyMode::Delayed(_)
+        );
+        if retried && statuses.last().is_some_and(|s| !(200..300).contains(s)) {
+            let scale = self.lock().retry_scale;
+            for wait in RETRY_SCHEDULE {
+                tokio::time::sleep(wait.mul_f64(scale)).await;
+                let timestamp = self.now();
+                let headers = self.sign(timestamp, &serial, &body);
+                let status = self.post(url, &id, &headers, &body).await;
+                statuses.push(status);
+                if (200..300).contains(&status) {
+                    break;
+                }
             }
-            let status = match request.body(body.clone()).send().await {
-                Ok(response) => response.status().as_u16(),
-                Err(_) => 0,
-            };
-            statuses.push(status);
         }
         statuses
     }
+
+    /// One delivery attempt: the receiver's status, 0 when it did not answer within 5 s.
+    async fn post(&self, url: &str, id: &str, headers: &[(String, String)], body: &[u8]) -> u16 {
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(ANSWER_WITHIN)
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let status = match request.body(body.to_vec()).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        };
+        self.lock().deliveries.push((id.to_owned(), status));
+        status
+    }
+}
+
+/// A 医保 order as the API answers it (no payer fields).
+fn med_json(mix: &str, order: &FakeMedOrder) -> Value {
+    let mut value = order.request.clone();
+    if let Some(object) = value.as_object_mut() {
+        object.remove("payer");
+    }
+    value["mix_trade_no"] = json!(mix);
+    value["mix_pay_status"] = json!(order.mix_pay_status);
+    value["self_pay_status"] = json!(order.self_pay_status);
+    value["med_ins_pay_status"] = json!(order.med_ins_pay_status);
+    if let Some(paid) = &order.paid_time {
+        value["paid_time"] = json!(paid);
+    }
+    if order.mix_pay_status == "MIX_PAY_FAIL" {
+        value["med_ins_fail_reason"] = json!("医保结算失败");
+    }
+    value
 }
 
 fn prepay_answer(scene: &str, prepay_id: &str) -> Value {
@@ -490,11 +869,16 @@ async fn dispatch(request: HttpRequest, body: web::Bytes, fake: web::Data<Fake>)
         .uri()
         .path_and_query()
         .map_or_else(String::new, ToString::to_string);
-    fake.lock().requests.push((
+    let mut state = fake.lock();
+    state.requests.push((
         request.method().to_string(),
         path,
         response.status().as_u16(),
     ));
+    state
+        .bodies
+        .push(String::from_utf8_lossy(&body).into_owned());
+    drop(state);
     response
 }
 
@@ -504,9 +888,14 @@ impl FakeWechatPay {
     /// # Errors
     /// The port cannot be bound.
     pub fn start(config: FakeConfig) -> std::io::Result<FakeWechatPay> {
+        let state = State {
+            retry_scale: 1.0 / 10_000.0,
+            ..State::default()
+        };
         let fake = web::Data::new(Fake {
+            signing_serial: std::sync::RwLock::new(config.platform_serial.clone()),
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             http: reqwest::Client::new(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -541,6 +930,148 @@ impl FakeWechatPay {
     /// Every request so far: `(method, path?query, status)`.
     pub fn requests(&self) -> Vec<(String, String, u16)> {
         self.fake.lock().requests.clone()
+    }
+
+    /// The body of every request so far, in the order of `requests`.
+    pub fn bodies(&self) -> Vec<String> {
+        self.fake.lock().bodies.clone()
+    }
+
+    /// Every notification attempt so far: `(notification id, receiver's status)`.
+    pub fn deliveries(&self) -> Vec<(String, u16)> {
+        self.fake.lock().deliveries.clone()
+    }
+
+    /// From now on answers and notifications are signed under `serial`
+    /// (the same key pair: a switch between public key and certificate).
+    pub fn sign_as(&self, serial: &str) {
+        if let Ok(mut signing) = self.fake.signing_serial.write() {
+            serial.clone_into(&mut signing);
+        }
+    }
+
+    /// `RETRY_SCHEDULE` times `scale` (default 1/10 000: a day in about 9 s).
+    pub fn set_retry_scale(&self, scale: f64) {
+        self.fake.lock().retry_scale = scale;
+    }
+
+    /// A 医保 order's state: `(mix_pay_status, self_pay_status, med_ins_pay_status)`.
+    pub fn med_order_state(&self, mix_trade_no: &str) -> Option<(String, String, String)> {
+        self.fake.lock().med_orders.get(mix_trade_no).map(|o| {
+            (
+                o.mix_pay_status.clone(),
+                o.self_pay_status.clone(),
+                o.med_ins_pay_status.clone(),
+            )
+        })
+    }
+
+    /// The payer of a 医保 order as the fake decrypted it: `(name, id_digest)`.
+    pub fn med_payer(&self, mix_trade_no: &str) -> Option<(String, String)> {
+        self.fake.lock().med_orders.get(mix_trade_no).map(|o| {
+            let field = |name: &str| {
+                o.request["payer"][name]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            (field("name"), field("id_digest"))
+        })
+    }
+
+    /// The 医保 refunds reported for an order.
+    pub fn med_refunds(&self, mix_trade_no: &str) -> Vec<Value> {
+        self.fake
+            .lock()
+            .med_orders
+            .get(mix_trade_no)
+            .map(|o| o.refunds.clone())
+            .unwrap_or_default()
+    }
+
+    /// The patient confirms the 医保 payment (password, then the self-paid
+    /// part): the cash leg's order succeeds (`TRANSACTION.SUCCESS` to its
+    /// notify_url, which alone settles nothing), then the order reaches
+    /// `MIX_PAY_SUCCESS` and `MEDICAL_INSURANCE.SUCCESS` goes to its
+    /// callback_url as `mode` says. Returns the answers to the latter.
+    pub async fn user_pays_med_ins(&self, mix_trade_no: &str, mode: NotifyMode) -> Vec<u16> {
+        self.settle_med(mix_trade_no, true, mode).await
+    }
+
+    /// The self-paid leg is paid but the insurance bureau refuses its part:
+    /// `MIX_PAY_FAIL` (no 医保 notification: WeChat Pay only notifies success).
+    pub async fn med_ins_fails(&self, mix_trade_no: &str) {
+        self.settle_med(mix_trade_no, false, NotifyMode::Normal)
+            .await;
+    }
+
+    async fn settle_med(&self, mix_trade_no: &str, success: bool, mode: NotifyMode) -> Vec<u16> {
+        let (prepay, request) = {
+            let state = self.fake.lock();
+            let Some(order) = state.med_orders.get(mix_trade_no) else {
+                return Vec::new();
+            };
+            if order.mix_pay_status != "MIX_PAY_CREATED" {
+                return Vec::new();
+            }
+            (
+                order.request["prepay_id"].as_str().map(str::to_owned),
+                order.request.clone(),
+            )
+        };
+        if let Some(prepay) = prepay {
+            let cash_no = self
+                .fake
+                .lock()
+                .orders
+                .iter()
+                .find(|(_, o)| o.prepay_id == prepay)
+                .map(|(no, _)| no.clone());
+            if let Some(cash_no) = cash_no {
+                self.user_pays(&cash_no, NotifyMode::Normal).await;
+            }
+        }
+        let now = self
+            .fake
+            .config
+            .clock
+            .now()
+            .with_timezone(&chrono_tz::Asia::Shanghai)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        let resource = {
+            let mut state = self.fake.lock();
+            let Some(order) = state.med_orders.get_mut(mix_trade_no) else {
+                return Vec::new();
+            };
+            if success {
+                order.mix_pay_status = "MIX_PAY_SUCCESS".into();
+                order.med_ins_pay_status = "MED_INS_PAY_SUCCESS".into();
+                order.paid_time = Some(now);
+            } else {
+                order.mix_pay_status = "MIX_PAY_FAIL".into();
+                order.med_ins_pay_status = "MED_INS_PAY_FAIL".into();
+            }
+            if order.self_pay_status == "SELF_PAY_CREATED" {
+                order.self_pay_status = "SELF_PAY_SUCCESS".into();
+            }
+            med_json(mix_trade_no, order)
+        };
+        if !success {
+            return Vec::new();
+        }
+        let url = request["callback_url"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        self.fake
+            .notify(
+                &url,
+                "MEDICAL_INSURANCE.SUCCESS",
+                "medical_insurance",
+                &resource,
+                mode,
+            )
+            .await
     }
 
     /// The order's trade state, if it exists.
