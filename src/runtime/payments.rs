@@ -584,6 +584,21 @@ impl Runtime {
             .payment_late(&payment.out_trade_no, self.now())
             .await
             .map_err(|e| e.to_string())?;
+        if payment.mix_trade_no.is_some() {
+            // o2flow can give back the self-paid part; the insured part goes
+            // back only through the hospital and the insurance bureau.
+            self.store
+                .open_incident_for(
+                    &payment.tenant_id,
+                    &payment.instance_id,
+                    &payment.out_trade_no,
+                    "refund",
+                    "a 医保 payment arrived after the flow was over: its self-paid part is refunded automatically; refund the insured part through the insurance bureau (HIS)",
+                    self.now(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         self.refund_automatically(
             payment,
             "late",

@@ -282,6 +282,36 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
         })
         .count();
     assert_eq!(jsapi, 1, "only RX2 had a self-paid leg");
+
+    // Cancelled, then paid anyway: the self-paid part goes back on its own;
+    // the insured part can only go back through the bureau, so staff are told.
+    let (cancelled, payment) = start(&app, "RX4", true).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{cancelled}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mix = text(&payment["mix_trade_no"]);
+    assert_eq!(
+        m.fake.user_pays_med_ins(&mix, NotifyMode::Normal).await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    let payment = &payments_of(&app, &cancelled).await[0];
+    assert_eq!(payment["late"], true, "{payment}");
+    assert_eq!(payment["refunds"][0]["amount"], "45.00");
+    assert_eq!(payment["refunds"][0]["automatic"], true);
+    let (_, incidents) = app.get("/api/v1/incidents?status=open").await;
+    assert!(
+        incidents["incidents"]
+            .as_array()
+            .is_some_and(
+                |all| all.iter().any(|i| i["instance_id"] == cancelled.as_str()
+                    && i["error"]
+                        .as_str()
+                        .is_some_and(|e| e.contains("insurance bureau")))
+            ),
+        "{incidents}"
+    );
     m.stop().await;
 }
 storage_test!(a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_order_expires);
