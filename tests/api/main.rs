@@ -19,6 +19,7 @@ mod med_ins;
 mod migrations;
 mod nodes;
 mod payments;
+mod peers;
 mod schedules;
 mod wechat_pay;
 mod wechat_vectors;
