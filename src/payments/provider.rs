@@ -96,17 +96,6 @@ impl Provider {
         }
     }
 
-    /// `close` for a 医保 payment: its self-paid leg's order, if it has one.
-    ///
-    /// # Errors
-    /// As `open`.
-    pub async fn close_cash_leg(&self, payment: &PaymentRow) -> Result<(), PayError> {
-        match (self, &payment.prepay_id) {
-            (Provider::Wechat { client, .. }, Some(_)) => client.close(&payment.out_trade_no).await,
-            _ => Ok(()),
-        }
-    }
-
     /// What the provider says of the order. The sandbox has nothing the
     /// database does not: an unpaid sandbox order is `NOTPAY`.
     ///
@@ -134,10 +123,18 @@ impl Provider {
         }
     }
 
+    /// Closes the order so it can no longer be paid. A 医保 payment's only
+    /// closable order is its self-paid leg: an insurance-only one has none.
+    ///
     /// # Errors
     /// As `open`.
     pub async fn close(&self, payment: &PaymentRow) -> Result<(), PayError> {
         match self {
+            Provider::Wechat { .. }
+                if payment.mix_trade_no.is_some() && payment.prepay_id.is_none() =>
+            {
+                Ok(())
+            }
             Provider::Wechat { client, .. } => client.close(&payment.out_trade_no).await,
             Provider::Sandbox => Ok(()),
         }

@@ -1112,42 +1112,10 @@ impl Runtime {
             }
             "CLOSED" | "REVOKED" => self.expire(payment).await.map_err(|e| e.to_string())?,
             "PAYERROR" => {
-                let reason = answer
-                    .trade_state_desc
-                    .clone()
-                    .unwrap_or_else(|| "PAYERROR".into());
-                let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
-                self.store
-                    .payment_moved(
-                        payment,
-                        &["pending"],
-                        "failed",
-                        None,
-                        Some(&reason),
-                        Some(&event),
-                        now,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let reason = answer.trade_state_desc.as_deref().unwrap_or("PAYERROR");
+                self.payment_failed(payment, reason).await?;
             }
-            _ if now >= expires_at => match provider.close(payment).await {
-                Ok(()) => self.expire(payment).await.map_err(|e| e.to_string())?,
-                // Paid while we closed: the next check finds it paid.
-                Err(PayError::Api { code, .. }) if code == "ORDERPAID" => {
-                    self.store
-                        .payment_check_later(&payment.out_trade_no, now, None, now)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Err(error) => return Err(error.to_string()),
-            },
-            _ => {
-                let next = (now + self.reconcile_every).min(expires_at);
-                self.store
-                    .payment_check_later(&payment.out_trade_no, next, None, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            _ => self.still_unpaid(&provider, payment).await?,
         }
         Ok(())
     }
@@ -1162,8 +1130,6 @@ impl Runtime {
         payment: &PaymentRow,
         answer: &MedInsStatus,
     ) -> Result<(), String> {
-        let now = self.now();
-        let expires_at = store::from_ms(payment.expires_at_ms);
         if payment.mix_pay_status.as_deref() != Some(answer.mix_pay_status.as_str()) {
             self.store
                 .payment_mix_status(&payment.out_trade_no, &answer.mix_pay_status)
@@ -1180,21 +1146,9 @@ impl Runtime {
             "MIX_PAY_FAIL" => {
                 let reason = answer
                     .med_ins_fail_reason
-                    .clone()
-                    .unwrap_or_else(|| "MIX_PAY_FAIL".into());
-                let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
-                self.store
-                    .payment_moved(
-                        payment,
-                        &["pending"],
-                        "failed",
-                        None,
-                        Some(&reason),
-                        Some(&event),
-                        now,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .as_deref()
+                    .unwrap_or("MIX_PAY_FAIL");
+                self.payment_failed(payment, reason).await?;
                 if answer.self_pay_status.as_deref() == Some("SELF_PAY_SUCCESS") {
                     tracing::warn!(payment = %payment.out_trade_no, "the 医保 part of payment {} failed after its self-paid part was paid: refunding that", payment.out_trade_no);
                     self.refund_automatically(
@@ -1205,26 +1159,53 @@ impl Runtime {
                     .await?;
                 }
             }
-            _ if now >= expires_at => match provider.close_cash_leg(payment).await {
-                Ok(()) => self.expire(payment).await.map_err(|e| e.to_string())?,
-                Err(PayError::Api { code, .. }) if code == "ORDERPAID" => {
-                    // Paid while we closed: the next query settles it.
-                    self.store
-                        .payment_check_later(&payment.out_trade_no, now, None, now)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
-                Err(error) => return Err(error.to_string()),
-            },
-            _ => {
-                let next = (now + self.reconcile_every).min(expires_at);
-                self.store
-                    .payment_check_later(&payment.out_trade_no, next, None, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
+            _ => self.still_unpaid(provider, payment).await?,
         }
         Ok(())
+    }
+
+    /// A payment the provider says is not paid (yet): past its expiry the
+    /// order is closed and the flow gets `payment.expired`; before it,
+    /// queried again later.
+    async fn still_unpaid(&self, provider: &Provider, payment: &PaymentRow) -> Result<(), String> {
+        let now = self.now();
+        let expires_at = store::from_ms(payment.expires_at_ms);
+        if now < expires_at {
+            let next = (now + self.reconcile_every).min(expires_at);
+            return self
+                .store
+                .payment_check_later(&payment.out_trade_no, next, None, now)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        match provider.close(payment).await {
+            Ok(()) => self.expire(payment).await.map_err(|e| e.to_string()),
+            // Paid while we closed: the next check finds it paid.
+            Err(PayError::Api { code, .. }) if code == "ORDERPAID" => self
+                .store
+                .payment_check_later(&payment.out_trade_no, now, None, now)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The provider says the payment failed: the flow gets `payment.failed`.
+    async fn payment_failed(&self, payment: &PaymentRow, reason: &str) -> Result<(), String> {
+        let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
+        self.store
+            .payment_moved(
+                payment,
+                &["pending"],
+                "failed",
+                None,
+                Some(reason),
+                Some(&event),
+                self.now(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 
     /// A 医保 order's amounts against our bill.
