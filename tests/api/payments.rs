@@ -146,11 +146,9 @@ storage_test!(sandbox_payment_books_then_cancel_refunds);
 // ---- a WeChat Pay merchant, against the fake server ----------------------------
 
 use o2flow::store::NewMerchant;
-use o2flow::wechat::pay::crypto::{MerchantKey, VerifyingKey};
-use o2flow::wechat::pay::fake::{FakeConfig, FakeWechatPay, NotifyMode};
+use o2flow::wechat::pay::fake::{FakeWechatPay, NotifyMode};
 
-use crate::wechat_pay::{api_key, APPID, MCHID, MERCHANT_SERIAL, OPENID, PUB_KEY_ID};
-use crate::wechat_vectors::read;
+use crate::wechat_pay::{APPID, MCHID, MERCHANT_SERIAL, OPENID, PUB_KEY_ID};
 
 /// The fake WeChat Pay server, and tenant `acme` pointed at it by
 /// configuration alone (secrets by file reference).
@@ -180,21 +178,8 @@ pub async fn with_merchant_verifying(app: &TestApp, certificates: bool) -> Merch
     } else {
         PUB_KEY_ID
     };
-    let fake = FakeWechatPay::start(FakeConfig {
-        mchid: MCHID.into(),
-        appid: APPID.into(),
-        merchant_serial: MERCHANT_SERIAL.into(),
-        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_serial: serial.into(),
-        platform_private_pem: read("platform_private_key.pem"),
-        platform_certificate: Some(read("platform_cert.pem")),
-        api_v3_key: api_key(),
-        clock: app.clock.clone(),
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let fake = FakeWechatPay::start(crate::wechat_pay::fake_config(serial, app.clock.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let key_file =
         std::env::temp_dir().join(format!("o2flow-apiv3-{}", uuid::Uuid::new_v4().simple()));
     std::fs::write(&key_file, crate::wechat_pay::API_V3_KEY).unwrap_or_else(|e| panic!("{e}"));

@@ -12,12 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use o2flow::runtime::SystemClock;
-use o2flow::wechat::pay::crypto::{MerchantKey, VerifyingKey};
-use o2flow::wechat::pay::fake::{AnswerFault, FakeConfig, FakeWechatPay, NotifyMode};
+use o2flow::wechat::pay::fake::{AnswerFault, FakeWechatPay, NotifyMode};
 use serde_json::{json, Value};
 
-use crate::wechat_pay::{api_key, APPID, MCHID, MERCHANT_SERIAL, PUB_KEY_ID};
-use crate::wechat_vectors::read;
+use crate::wechat_pay::PUB_KEY_ID;
 
 const PEER: &str = "tests/peers/wechatpayv3_peer.py";
 
@@ -109,20 +107,10 @@ fn take(sink: &Capture) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_talks_to_the_fake_as_to_wechat_pay() {
     // The SDK reads the real time: so does this fake.
-    let fake = FakeWechatPay::start(FakeConfig {
-        mchid: MCHID.into(),
-        appid: APPID.into(),
-        merchant_serial: MERCHANT_SERIAL.into(),
-        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_serial: PUB_KEY_ID.into(),
-        platform_private_pem: read("platform_private_key.pem"),
-        platform_certificate: Some(read("platform_cert.pem")),
-        api_v3_key: api_key(),
-        clock: Arc::new(SystemClock),
-    })
+    let fake = FakeWechatPay::start(crate::wechat_pay::fake_config(
+        PUB_KEY_ID,
+        Arc::new(SystemClock),
+    ))
     .unwrap_or_else(|e| panic!("{e}"));
     let sink = web::Data::new(Capture::default());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));

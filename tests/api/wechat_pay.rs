@@ -33,6 +33,25 @@ pub fn api_key() -> ApiV3Key {
     ApiV3Key::new(API_V3_KEY).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The fake WeChat Pay server's view of the test merchant, signing under
+/// `serial` (the public key id, or the platform certificate's serial).
+pub fn fake_config(serial: &str, clock: Arc<dyn Clock>) -> FakeConfig {
+    FakeConfig {
+        mchid: MCHID.into(),
+        appid: APPID.into(),
+        merchant_serial: MERCHANT_SERIAL.into(),
+        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
+            .unwrap_or_else(|e| panic!("{e}")),
+        platform_serial: serial.into(),
+        platform_private_pem: read("platform_private_key.pem"),
+        platform_certificate: Some(read("platform_cert.pem")),
+        api_v3_key: api_key(),
+        clock,
+    }
+}
+
 /// A callback receiver as o2flow's endpoint works: verify, decrypt, 204; else 401 FAIL.
 struct Receiver {
     platform: PlatformKeys,
@@ -107,21 +126,8 @@ fn setup_signing(serial: &str) -> Setup {
     let clock = Arc::new(ManualClock::new(
         chrono::DateTime::from_timestamp(1_795_140_900, 0).unwrap_or_default(),
     ));
-    let fake = FakeWechatPay::start(FakeConfig {
-        mchid: MCHID.into(),
-        appid: APPID.into(),
-        merchant_serial: MERCHANT_SERIAL.into(),
-        merchant_public: VerifyingKey::from_public_key_pem(&read("merchant_public_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_key: MerchantKey::from_pem(&read("platform_private_key.pem"))
-            .unwrap_or_else(|e| panic!("{e}")),
-        platform_serial: serial.into(),
-        platform_private_pem: read("platform_private_key.pem"),
-        platform_certificate: Some(read("platform_cert.pem")),
-        api_v3_key: api_key(),
-        clock: clock.clone(),
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let fake = FakeWechatPay::start(crate::wechat_pay::fake_config(serial, clock.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let receiver = web::Data::new(Receiver {
         platform: platform_keys(),
         nonces: NonceCache::default(),
