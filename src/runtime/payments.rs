@@ -38,6 +38,9 @@ pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::minutes(5);
 /// Waiting after a failed query before the next.
 const RETRY_QUERY_AFTER: Duration = Duration::minutes(1);
 
+/// How soon a 医保 refund report WeChat Pay refused is sent again.
+const REPORT_AGAIN_AFTER: Duration = Duration::hours(1);
+
 /// How soon a payment that arrived before its flow can take it is offered again.
 const EARLY_RETRY: Duration = Duration::seconds(15);
 
@@ -759,6 +762,17 @@ impl Runtime {
                     refund.out_refund_no
                 );
                 tracing::error!(refund = %refund.out_refund_no, "{message}");
+                // Asked again hourly (it may be accepted once the cause is
+                // fixed); the incident opens once.
+                self.store
+                    .refund_check_later(
+                        &refund.out_refund_no,
+                        now + REPORT_AGAIN_AFTER,
+                        Some(&message),
+                        now,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
                 self.store
                     .open_incident_for(
                         &refund.tenant_id,
@@ -773,6 +787,20 @@ impl Runtime {
                 Ok(false)
             }
         }
+    }
+
+    /// Reports the 医保 part of a refund whose self-paid part is done.
+    async fn report_insurance_of(&self, refund: &RefundRow) -> Result<(), String> {
+        let payment = self
+            .store
+            .payment(&refund.out_trade_no)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
+        let provider = self.provider_of(&payment).await?;
+        self.report_insurance_refund(&provider, &payment, refund)
+            .await
+            .map(|_| ())
     }
 
     /// Retrying a refund incident. A `closed` refund is sent again as a new
@@ -807,7 +835,11 @@ impl Runtime {
                             amount_fen: old.amount_fen,
                             reason: old.reason.as_deref(),
                             automatic: old.automatic,
-                            insurance: None,
+                            // A 医保 part not reported yet goes with the new number.
+                            insurance: old
+                                .insurance
+                                .clone()
+                                .filter(|_| old.insurance_notified_at_ms.is_none()),
                         },
                         self.now(),
                     )
@@ -1029,10 +1061,11 @@ impl Runtime {
             .await?
         {
             seen += 1;
-            let outcome = if refund.status == "pending" {
-                self.send_refund(&refund).await
-            } else {
-                self.check_refund(&refund).await
+            let outcome = match refund.status.as_str() {
+                "pending" => self.send_refund(&refund).await,
+                "processing" => self.check_refund(&refund).await,
+                // Done, but its 医保 part not yet reported to WeChat Pay.
+                _ => self.report_insurance_of(&refund).await,
             };
             if let Err(error) = outcome {
                 self.store
@@ -1060,12 +1093,9 @@ impl Runtime {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
         let provider = self.provider_of(&payment).await?;
-        if !self
-            .report_insurance_refund(&provider, &payment, refund)
-            .await?
-        {
-            return Ok(());
-        }
+        // Not reported yet: it is tried again on the refund's next check.
+        self.report_insurance_refund(&provider, &payment, refund)
+            .await?;
         let answer = provider
             .query_refund(&refund.out_refund_no)
             .await

@@ -706,7 +706,10 @@ impl Store {
         self.claim_due::<refunds::Entity>(
             "refunds",
             "out_refund_no",
-            "status IN ('pending', 'processing')",
+            // Open refunds, and done ones whose 医保 part WeChat Pay has not
+            // yet accepted the report of.
+            "(status IN ('pending', 'processing') OR (status = 'succeeded' \
+             AND insurance IS NOT NULL AND insurance_notified_at_ms IS NULL))",
             now,
             lease,
             limit,

@@ -1174,6 +1174,18 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<IncidentRow> {
+        // One open incident per thing that needs a person: a failure that
+        // repeats while the first is open does not open another.
+        if let Some(open) = incidents::Entity::find()
+            .filter(incidents::Column::TenantId.eq(tenant_id))
+            .filter(incidents::Column::InstanceId.eq(instance_id))
+            .filter(incidents::Column::EffectKey.eq(key))
+            .filter(incidents::Column::Status.eq("open"))
+            .one(&self.db)
+            .await?
+        {
+            return Ok(open);
+        }
         let txn = self.db.begin().await?;
         let incident = incidents::Entity::insert(incidents::ActiveModel {
             tenant_id: Set(tenant_id.to_owned()),

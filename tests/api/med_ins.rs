@@ -312,6 +312,62 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
             ),
         "{incidents}"
     );
+
+    // A 医保 refund report WeChat Pay refuses (more than insurance paid): the
+    // self-paid part is refunded all the same, the report is tried again
+    // hourly, and staff get one incident, not one per try.
+    let (refused, payment) = start(&app, "RX5", true).await;
+    let mix = text(&payment["mix_trade_no"]);
+    assert_eq!(
+        m.fake.user_pays_med_ins(&mix, NotifyMode::Normal).await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &refused).await, "paid");
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{refused}/events"),
+            &json!({"type": "refund.requested", "payload": {"reason": "处方作废", "insurance": {"pooled_fund": "100.00"}}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    let refund = payments_of(&app, &refused).await[0]["refunds"][0].clone();
+    assert!(refund["insurance_reported_at"].is_null(), "{refund}");
+    let refund_no = text(&refund["refund"]);
+    assert_eq!(
+        m.fake
+            .refund_completes(&refund_no, "SUCCESS", NotifyMode::Normal)
+            .await,
+        vec![204]
+    );
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &refused).await, "refunded");
+    app.advance(Duration::hours(1)).await;
+    app.advance(Duration::hours(1)).await;
+    let reports = m
+        .fake
+        .requests()
+        .iter()
+        .filter(|(_, path, _)| {
+            path.starts_with(&format!("/v3/med-ins/refunds/notify?mix_trade_no={mix}"))
+        })
+        .map(|(_, _, status)| *status)
+        .collect::<Vec<_>>();
+    assert!(
+        reports.len() >= 3 && reports.iter().all(|s| *s == 400),
+        "{reports:?}"
+    );
+    let (_, incidents) = app.get("/api/v1/incidents?status=open").await;
+    let about_it = incidents["incidents"]
+        .as_array()
+        .map(|all| {
+            all.iter()
+                .filter(|i| i["effect_key"] == refund_no.as_str())
+                .count()
+        })
+        .unwrap_or_default();
+    assert_eq!(about_it, 1, "{incidents}");
     m.stop().await;
 }
 storage_test!(a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_order_expires);
