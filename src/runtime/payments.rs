@@ -202,17 +202,20 @@ impl Runtime {
         let config = load_merchant(row, &self.public_url).map_err(|e| e.to_string())?;
         let client = Arc::new(PayClient::new(Arc::new(config), self.clock.clone()));
         if row.platform_certificates {
-            let serials = client.refresh_certificates().await.map_err(|e| {
-                format!(
-                    "downloading the WeChat Pay platform certificates of merchant {}: {e}",
-                    row.id
-                )
-            })?;
-            tracing::info!(
-                merchant.id = row.id,
-                "WeChat Pay keys held: {}",
-                serials.join(", ")
-            );
+            // A download that fails now (WeChat Pay unreachable) is not the
+            // merchant's fault: the client asks again when an answer names a
+            // serial it does not hold.
+            match client.refresh_certificates().await {
+                Ok(serials) => tracing::info!(
+                    merchant.id = row.id,
+                    "WeChat Pay keys held: {}",
+                    serials.join(", ")
+                ),
+                Err(error) => tracing::warn!(
+                    merchant.id = row.id,
+                    "downloading the WeChat Pay platform certificates failed: {error}"
+                ),
+            }
         }
         if let Ok(mut clients) = self.payments.clients.write() {
             clients.insert(row.id, (row.updated_at_ms, client.clone()));

@@ -621,16 +621,23 @@ async fn certificate_mode_merchant_and_a_late_callback_after_reconciliation(app:
     // A merchant configured for platform certificates only: o2flow downloads
     // them, orders and callbacks verify under the certificate's serial.
     let m = with_merchant_verifying(&app, true).await;
+    // WeChat Pay is down when o2flow first downloads the certificates (three
+    // 500s): the order goes ahead, and its answer, under a serial not held,
+    // makes o2flow download them again.
+    for _ in 0..3 {
+        m.fake.inject(AnswerFault::SystemError);
+    }
     let (instance, _) = start_registration(&app, "REG9", Some(OPENID)).await;
     let no = payment_no(&app, &instance).await;
     assert_eq!(m.fake.trade_state(&no).as_deref(), Some("NOTPAY"));
-    assert!(m
+    let downloads: Vec<u16> = m
         .fake
         .requests()
         .iter()
-        .any(|(method, path, status)| method == "GET"
-            && path == "/v3/certificates"
-            && *status == 200));
+        .filter(|(method, path, _)| method == "GET" && path == "/v3/certificates")
+        .map(|(_, _, status)| *status)
+        .collect();
+    assert_eq!(downloads, vec![500, 500, 500, 200]);
 
     // The callback is held up (more than WeChat Pay's usual seconds): the
     // reconciliation query finds the payment first; the late callback is

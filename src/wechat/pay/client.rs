@@ -715,6 +715,11 @@ impl PayClient {
         let settlement = bill.bill.settlement.as_ref().ok_or_else(|| {
             PayError::Unexpected("a 医保 order needs the bill's settlement".into())
         })?;
+        if self.config.platform_certificates && self.platform_keys().serials().is_empty() {
+            // Certificate mode and nothing downloaded yet (WeChat Pay was
+            // unreachable): without a key the payer's fields cannot be encrypted.
+            self.refresh_certificates().await?;
+        }
         let serial = self.wechatpay_serial();
         let keys = self.platform_keys();
         let key = keys
