@@ -1197,13 +1197,20 @@ impl Runtime {
         Ok(())
     }
 
-    /// A payment the provider says is not paid (yet): past its expiry the
-    /// order is closed and the flow gets `payment.expired`; before it,
-    /// queried again later.
+    /// A payment the provider says is not paid (yet): past its expiry, or
+    /// once its instance is over (cancelled, the slot gone), the order is
+    /// closed, so nobody pays for what no longer exists, and the flow gets
+    /// `payment.expired`; before that, queried again later.
     async fn still_unpaid(&self, provider: &Provider, payment: &PaymentRow) -> Result<(), String> {
         let now = self.now();
         let expires_at = store::from_ms(payment.expires_at_ms);
-        if now < expires_at {
+        let instance_over = self
+            .store
+            .instance(&payment.tenant_id, &payment.instance_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_none_or(|i| i.status != "active");
+        if now < expires_at && !instance_over {
             let next = (now + self.reconcile_every).min(expires_at);
             return self
                 .store

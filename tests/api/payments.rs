@@ -443,6 +443,23 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
         payments_of(&app, &cancelled).await[0]["refunds"][0]["status"],
         "succeeded"
     );
+
+    // Cancelled with nobody paying: at the next check the order is closed
+    // long before its expiry, so the patient cannot pay for it any more.
+    let (dropped, _) = start_registration(&app, "REG11", Some(OPENID)).await;
+    let dropped_no = payment_no(&app, &dropped).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{dropped}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::minutes(5)).await;
+    assert_eq!(m.fake.trade_state(&dropped_no).as_deref(), Some("CLOSED"));
+    assert_eq!(payments_of(&app, &dropped).await[0]["state"], "expired");
+    assert!(m
+        .fake
+        .user_pays(&dropped_no, NotifyMode::Normal)
+        .await
+        .is_empty());
     m.stop().await;
 }
 storage_test!(an_unpaid_order_expires_and_a_late_payment_is_refunded);
