@@ -657,13 +657,7 @@ impl Runtime {
     /// every try). A transient failure leaves it for the sweep.
     async fn send_refund(&self, refund: &RefundRow) -> Result<(), String> {
         let now = self.now();
-        let payment = self
-            .store
-            .payment(&refund.out_trade_no)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
-        let provider = self.provider_of(&payment).await?;
+        let (payment, provider) = self.payment_of_refund(refund).await?;
         if refund.amount_fen == 0 {
             // Only the 医保 part: the hospital refunded it; WeChat Pay is told.
             return match self
@@ -792,8 +786,11 @@ impl Runtime {
         }
     }
 
-    /// Reports the 医保 part of a refund whose self-paid part is done.
-    async fn report_insurance_of(&self, refund: &RefundRow) -> Result<(), String> {
+    /// The payment a refund belongs to, and who took it.
+    async fn payment_of_refund(
+        &self,
+        refund: &RefundRow,
+    ) -> Result<(PaymentRow, Provider), String> {
         let payment = self
             .store
             .payment(&refund.out_trade_no)
@@ -801,6 +798,12 @@ impl Runtime {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
         let provider = self.provider_of(&payment).await?;
+        Ok((payment, provider))
+    }
+
+    /// Reports the 医保 part of a refund whose self-paid part is done.
+    async fn report_insurance_of(&self, refund: &RefundRow) -> Result<(), String> {
+        let (payment, provider) = self.payment_of_refund(refund).await?;
         self.report_insurance_refund(&provider, &payment, refund)
             .await
             .map(|_| ())
@@ -1089,13 +1092,7 @@ impl Runtime {
     }
 
     async fn check_refund(&self, refund: &RefundRow) -> Result<(), String> {
-        let payment = self
-            .store
-            .payment(&refund.out_trade_no)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
-        let provider = self.provider_of(&payment).await?;
+        let (payment, provider) = self.payment_of_refund(refund).await?;
         // Not reported yet: it is tried again on the refund's next check.
         self.report_insurance_refund(&provider, &payment, refund)
             .await?;
