@@ -787,3 +787,98 @@ async fn a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_r
     m.stop().await;
 }
 storage_test!(a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_retried);
+
+/// A room booking for `nights` nights from `check_in`, prepaid in the sandbox.
+async fn booked_room(
+    app: &TestApp,
+    id: &str,
+    nights: i64,
+    check_in: chrono::DateTime<chrono::Utc>,
+) -> String {
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "room_booking", "input": {
+                "guest": {"id": format!("g-{id}"), "name": "赵六"},
+                "booking_id": id, "room_type": "豪华大床房", "nights": nights, "price": "1176.00",
+                "check_in_at": check_in.to_rfc3339(),
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    app.advance(Duration::zero()).await;
+    let (_, inbox) = app.get(&format!("/api/v1/inbox/g-{id}")).await;
+    let message = inbox["messages"][0]["body"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("¥1176.00") && message.contains("豪华大床房"),
+        "{message}"
+    );
+    let link = message
+        .split(['：', ' ', '\n'])
+        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
+        .unwrap_or_else(|| panic!("{message}"))
+        .replace("http://o2flow.test", "");
+    let (status, view) = crate::helpers::read(
+        app.client
+            .post(app.url(&format!("{link}/sandbox/pay")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(app, &instance).await, "confirmed");
+    instance
+}
+
+async fn a_room_booking_refunds_by_when_it_is_cancelled(app: TestApp) {
+    let (status, body) = app.deploy(&workflow("room_booking")).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let now = app.clock.now();
+    // Cancelled three days ahead: everything back.
+    let early = booked_room(&app, "BK1", 3, now + Duration::days(3)).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{early}/cancel"),
+            &json!({"reason": "行程变更"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &early).await, "cancelled");
+    assert_eq!(payments_of(&app, &early).await[0]["refunded"], "1176.00");
+    // Cancelled the evening before: the first of three nights is kept.
+    let late = booked_room(&app, "BK2", 3, now + Duration::hours(20)).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{late}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &late).await, "cancelled");
+    let payments = payments_of(&app, &late).await;
+    assert_eq!(payments[0]["refunded"], "784.00", "{payments}");
+    // One night, cancelled late: nothing to refund, the booking just ends.
+    let single = booked_room(&app, "BK3", 1, now + Duration::hours(20)).await;
+    let (status, body) = app
+        .post(&format!("/api/v1/instances/{single}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(state_of(&app, &single).await, "cancelled");
+    assert_eq!(payments_of(&app, &single).await[0]["refunded"], "0.00");
+    // Never came: a no-show 22 hours after the check-in time, the stay kept.
+    let absent = booked_room(&app, "BK4", 2, now + Duration::hours(2)).await;
+    app.advance(Duration::hours(24)).await;
+    let (_, shown) = app.get(&format!("/api/v1/instances/{absent}")).await;
+    assert_eq!(
+        (shown["state"].as_str(), shown["status"].as_str()),
+        (Some("no_show"), Some("no_show")),
+        "{shown}"
+    );
+    assert_eq!(payments_of(&app, &absent).await[0]["refunded"], "0.00");
+}
+storage_test!(a_room_booking_refunds_by_when_it_is_cancelled);
