@@ -164,6 +164,22 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
     assert_eq!(payment["state"], "succeeded");
     assert_eq!(payment["mix_pay_status"], "MIX_PAY_SUCCESS");
 
+    // A 医保 part that names no fund is refused with the reason; nothing changes.
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{instance}/events"),
+            &json!({"type": "refund.requested", "payload": {"reason": "处方作废", "insurance": {"pooled": "60.00"}}}),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("pooled_fund")),
+        "{body}"
+    );
+    assert_eq!(state_of(&app, &instance).await, "paid");
+
     // Refund before dispensing: the hospital refunded ¥60 + ¥20 through the
     // bureau; o2flow refunds the ¥45.00 self-paid part and reports the 医保 part
     // under the same refund number.
