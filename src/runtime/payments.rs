@@ -1462,11 +1462,7 @@ impl Runtime {
                 (Some(payment), Some("MIX_PAY_SUCCESS")) => {
                     self.store.payment_mix_status(no, "MIX_PAY_SUCCESS").await?;
                     let mix = plain["mix_trade_no"].as_str().unwrap_or_default();
-                    if self.payment_paid(&payment, mix).await? {
-                        "applied"
-                    } else {
-                        "already known"
-                    }
+                    self.paid_outcome(&payment, mix).await?
                 }
                 _ => "ignored",
             }
@@ -1479,11 +1475,7 @@ impl Runtime {
                 }
                 (Some(payment), Some("SUCCESS")) => {
                     let transaction_id = plain["transaction_id"].as_str().unwrap_or_default();
-                    if self.payment_paid(&payment, transaction_id).await? {
-                        "applied"
-                    } else {
-                        "already known"
-                    }
+                    self.paid_outcome(&payment, transaction_id).await?
                 }
                 _ => "ignored",
             }
@@ -1503,6 +1495,15 @@ impl Runtime {
             .notification_processed(notification.id, outcome, self.now())
             .await?;
         Ok(())
+    }
+
+    /// `payment_paid`, as a processed notification's outcome.
+    async fn paid_outcome(&self, payment: &PaymentRow, id: &str) -> Result<&'static str, Error> {
+        Ok(if self.payment_paid(payment, id).await? {
+            "applied"
+        } else {
+            "already known"
+        })
     }
 
     // ---- the pay page -----------------------------------------------------------

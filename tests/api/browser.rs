@@ -148,18 +148,9 @@ async fn the_pay_page_shows_the_insurance_split_and_updates_without_reload(app: 
     assert_eq!(status, 201, "{body}");
     let instance = body["id"].as_str().unwrap_or_default().to_owned();
     app.advance(chrono::Duration::zero()).await;
-    let (_, inbox) = app.get("/api/v1/inbox/p-rx1").await;
-    let message = inbox["messages"][0]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (message, link) = crate::payments::pay_message(&app, "p-rx1").await;
     // Self-pay 10.00 + freight 5.00 − reduction 1.00.
     assert!(message.contains("¥14.00"), "{message}");
-    let link = message
-        .split(['：', ' ', '\n'])
-        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
-        .unwrap_or_else(|| panic!("{message}"))
-        .replace("http://o2flow.test", "");
     let browser = Browser::start().await;
     browser
         .client
@@ -198,16 +189,7 @@ async fn the_med_ins_pay_page_calls_wechat_with_the_mix_number_and_shows_the_out
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let (_, inbox) = app.get("/api/v1/inbox/p-RXB1").await;
-    let message = inbox["messages"][0]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let link = message
-        .split(['：', ' ', '\n'])
-        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
-        .unwrap_or_else(|| panic!("{message}"))
-        .replace("http://o2flow.test", "");
+    let (_, link) = crate::payments::pay_message(&app, "p-RXB1").await;
     let browser = Browser::start().await;
     browser
         .client

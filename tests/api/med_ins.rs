@@ -100,15 +100,8 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
     );
 
     // The page shows the split and hands the mix number to the 医保 payment call, no name.
-    let (_, inbox) = app.get("/api/v1/inbox/p-RX1").await;
-    let message = text(&inbox["messages"][0]["body"]);
+    let (message, link) = crate::payments::pay_message(&app, "p-RX1").await;
     assert!(message.contains("¥45.00"), "{message}");
-    let link = message
-        .split_whitespace()
-        .flat_map(|w| w.split('：'))
-        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
-        .unwrap_or_else(|| panic!("no pay link in {message}"))
-        .replace("http://o2flow.test", "");
     let (status, view) = crate::helpers::read(
         app.client
             .get(app.url(&format!("{link}/status")))

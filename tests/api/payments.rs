@@ -36,19 +36,24 @@ pub async fn start_registration(app: &TestApp, id: &str, openid: Option<&str>) -
     assert_eq!(status, 201, "{body}");
     let instance = body["id"].as_str().unwrap_or_default().to_owned();
     app.advance(Duration::zero()).await;
-    let (_, inbox) = app.get(&format!("/api/v1/inbox/p-{id}")).await;
+    let (message, link) = pay_message(app, &format!("p-{id}")).await;
+    assert!(message.contains("¥15.00"), "{message}");
+    (instance, link)
+}
+
+/// The first message in `party`'s inbox and the pay page path it links to.
+pub async fn pay_message(app: &TestApp, party: &str) -> (String, String) {
+    let (_, inbox) = app.get(&format!("/api/v1/inbox/{party}")).await;
     let message = inbox["messages"][0]["body"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    assert!(message.contains("¥15.00"), "{message}");
     let link = message
-        .split_whitespace()
-        .flat_map(|w| w.split('：'))
+        .split(['：', ' ', '\n'])
         .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
         .unwrap_or_else(|| panic!("no pay link in {message}"))
-        .to_owned();
-    (instance, link.replace("http://o2flow.test", ""))
+        .replace("http://o2flow.test", "");
+    (message, link)
 }
 
 pub async fn state_of(app: &TestApp, instance: &str) -> String {
@@ -808,20 +813,11 @@ async fn booked_room(
     assert_eq!(status, 201, "{body}");
     let instance = body["id"].as_str().unwrap_or_default().to_owned();
     app.advance(Duration::zero()).await;
-    let (_, inbox) = app.get(&format!("/api/v1/inbox/g-{id}")).await;
-    let message = inbox["messages"][0]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let (message, link) = pay_message(app, &format!("g-{id}")).await;
     assert!(
         message.contains("¥1176.00") && message.contains("豪华大床房"),
         "{message}"
     );
-    let link = message
-        .split(['：', ' ', '\n'])
-        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
-        .unwrap_or_else(|| panic!("{message}"))
-        .replace("http://o2flow.test", "");
     let (status, view) = crate::helpers::read(
         app.client
             .post(app.url(&format!("{link}/sandbox/pay")))
