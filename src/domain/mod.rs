@@ -4,7 +4,7 @@
 pub mod bill;
 mod duration;
 mod money;
-mod party;
+pub mod party;
 mod retry;
 
 pub use bill::{Adjustment, Bill, BillError, CheckedBill, InsuranceSplit, LineItem, MixPayType};

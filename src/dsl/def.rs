@@ -19,6 +19,8 @@ pub struct WorkflowDef {
     pub correlation: Option<Expr>,
     /// How long each event type is kept when it arrives early.
     pub keep_events_for: IndexMap<String, Duration>,
+    /// The declared payload fields of event types, checked at the door.
+    pub event_payloads: IndexMap<String, IndexMap<String, FieldSpec>>,
     pub schedules: Vec<ScheduleDef>,
     pub start: String,
     pub states: IndexMap<String, StateDef>,
@@ -33,6 +35,8 @@ pub struct StateDef {
     pub timers: Vec<TimerDef>,
     pub on_cancel: Vec<Action>,
     pub final_outcome: Option<Outcome>,
+    /// A final state where the instance may end keeping money it was paid, and why.
+    pub keeps_payment: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +44,8 @@ pub struct TransitionDef {
     pub goto: Option<String>,
     pub when: Option<Expr>,
     pub actions: Vec<Action>,
+    /// The event is refused with this reason; nothing changes.
+    pub refuse: Option<Expr>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,6 +156,33 @@ pub struct SendAction {
 
 /// How long an early correlated event is kept unless the workflow says otherwise.
 pub const DEFAULT_KEEP_EVENTS_FOR: Duration = Duration::hours(1);
+
+impl Action {
+    /// The expressions the action evaluates.
+    pub fn exprs(&self) -> Vec<&Expr> {
+        match self {
+            Action::Set(set) => set.fields.iter().map(|(_, e)| e).collect(),
+            Action::Send(_) => Vec::new(),
+            Action::Start(start) => start.input.iter().map(|(_, e)| e).collect(),
+            Action::Pay(pay) => [
+                pay.amount.as_ref(),
+                pay.bill.as_ref(),
+                Some(&pay.description),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            Action::Refund(refund) => [
+                refund.amount.as_ref(),
+                refund.reason.as_ref(),
+                refund.insurance.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
+}
 
 impl WorkflowDef {
     /// Whether state `name` handles events of `event_type`.

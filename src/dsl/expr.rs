@@ -90,6 +90,13 @@ impl Expr {
         out
     }
 
+    /// Fields read as `event.payload.<field>`.
+    pub fn payload_fields(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        collect_payload_selects(&self.program.expression().expr, &mut out);
+        out
+    }
+
     /// Evaluates the expression against `scope`.
     ///
     /// # Errors
@@ -243,6 +250,13 @@ fn register_functions(context: &mut Context<'_, '_>) {
     let _ = context.add_function("minutes", |cel::extractors::Arguments(args)| {
         duration_of(60, &args)
     });
+    // `fen(3000)`: an amount in fen, said explicitly (¥30.00).
+    let _ = context.add_function("fen", |cel::extractors::Arguments(args)| {
+        match args.as_slice() {
+            [Value::Int(n)] => Ok(Value::Int(*n)),
+            _ => Err(ExecutionError::function_error("fen", "expects one integer")),
+        }
+    });
     let _ = context.add_function("local_time", |cel::extractors::Arguments(args)| {
         local_time(&args)
     });
@@ -299,6 +313,34 @@ fn collect_variables(expr: &Ast, out: &mut BTreeSet<String>) {
             // stays conservative and does not look inside them or literals.
         }
         Ast::Literal(_) | Ast::Unspecified => {}
+    }
+}
+
+fn collect_payload_selects(expr: &Ast, out: &mut BTreeSet<String>) {
+    match expr {
+        Ast::Select(select) => {
+            let is_payload = matches!(&select.operand.expr, Ast::Select(inner)
+                if inner.field == "payload" && matches!(&inner.operand.expr, Ast::Ident(name) if name == "event"));
+            if is_payload {
+                out.insert(select.field.clone());
+            } else {
+                collect_payload_selects(&select.operand.expr, out);
+            }
+        }
+        Ast::Call(call) => {
+            if let Some(target) = &call.target {
+                collect_payload_selects(&target.expr, out);
+            }
+            for arg in &call.args {
+                collect_payload_selects(&arg.expr, out);
+            }
+        }
+        Ast::List(list) => {
+            for element in &list.elements {
+                collect_payload_selects(&element.expr, out);
+            }
+        }
+        _ => {}
     }
 }
 

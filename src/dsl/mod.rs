@@ -22,4 +22,4 @@ pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};
 pub use graph::mermaid;
 pub use model::{json_schema, FieldSpec, Outcome, PayScene, ValueType, WorkflowFile};
-pub use validate::{check_value, validate, Catalog};
+pub use validate::{check_data_value, check_value, is_event_name, validate, Catalog};

@@ -94,6 +94,12 @@ pub struct EventSpec {
     /// delivered when the instance gets there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keep_for: Option<String>,
+    /// The fields the event carries, typed as inputs are (`amount: money`,
+    /// `critical: boolean`): an event whose payload does not match is
+    /// refused at the door (`422 invalid_payload`, field by field), and
+    /// expressions may read only these fields of `event.payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<IndexMap<String, FieldSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -285,6 +291,12 @@ pub struct StateSpec {
     /// Makes the state final, with this outcome.
     #[serde(rename = "final", default, skip_serializing_if = "Option::is_none")]
     pub final_outcome: Option<Outcome>,
+    /// On a final state other than `completed`: why the instance may end
+    /// here keeping money it was paid (`"no-show: the night is charged"`).
+    /// Without it, an instance that ends holding money not refunded opens
+    /// a `money_held` incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keeps_payment: Option<String>,
 }
 
 /// What an event does in a state: one target state, one transition, or a
@@ -335,6 +347,11 @@ pub struct TransitionSpec {
     /// Actions run between leaving the source and entering the target.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<ActionSpec>,
+    /// Refuses the event: a CEL expression giving the reason, answered
+    /// `409 refused` with nothing changed (`cancel: { refuse: "'已取药'" }`).
+    /// Not with `goto` or `actions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse: Option<ExprText>,
 }
 
 /// A timer: fires once, `after` a duration from entry or `at` a computed time.

@@ -14,8 +14,8 @@ use super::def::{
 use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
 use super::model::{
-    ActionSpec, ExprText, FieldSpec, Handlers, PaySpec, RefundSpec, RetrySpec, SendSpec, StateSpec,
-    TimerSpec, TransitionSpec, ValueType, WorkflowFile,
+    ActionSpec, ExprText, FieldSpec, Handlers, Outcome, PaySpec, RefundSpec, RetrySpec, SendSpec,
+    StateSpec, TimerSpec, TransitionSpec, ValueType, WorkflowFile,
 };
 use super::yaml::{self, Seg, YamlPath};
 use crate::domain::{parse_duration, Money, Party, RetryPolicy};
@@ -207,7 +207,8 @@ fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-fn is_event_name(name: &str) -> bool {
+/// An event type: lower-case words joined by dots (`payment.succeeded`).
+pub fn is_event_name(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|part| {
             !part.is_empty()
@@ -300,12 +301,14 @@ impl Checker<'_> {
             states.insert(state_name.clone(), def);
         }
         self.check_reachability(&start);
+        self.check_money(&states);
         let correlation = self
             .spec
             .correlation
             .as_ref()
             .and_then(|source| self.check_expr(source, &root.key("correlation")));
         let mut keep_events_for = IndexMap::new();
+        let mut event_payloads = IndexMap::new();
         for (event, spec) in &self.spec.events {
             let path = root.key("events").key(event);
             if !is_event_name(event) {
@@ -319,6 +322,10 @@ impl Checker<'_> {
                             .into(),
                     ),
                 );
+            }
+            if let Some(payload) = &spec.payload {
+                self.check_field_specs(&path.key("payload"), payload);
+                event_payloads.insert(event.clone(), payload.clone());
             }
             if let Some(keep_for) = &spec.keep_for {
                 match parse_duration(keep_for) {
@@ -335,6 +342,7 @@ impl Checker<'_> {
                 }
             }
         }
+        self.check_payload_reads(&states, &event_payloads);
         let schedules = self.check_schedules();
         Some(WorkflowDef {
             name,
@@ -345,6 +353,7 @@ impl Checker<'_> {
             data: self.spec.data.clone(),
             correlation,
             keep_events_for,
+            event_payloads,
             schedules,
             start,
             states,
@@ -352,8 +361,75 @@ impl Checker<'_> {
     }
 
     fn check_fields(&mut self, section: &str, fields: &IndexMap<String, FieldSpec>, inputs: bool) {
+        self.check_fields_at(&YamlPath::root().key(section), fields, inputs);
+    }
+
+    /// An event's declared payload: fields as inputs are written.
+    fn check_field_specs(&mut self, base: &YamlPath, fields: &IndexMap<String, FieldSpec>) {
+        self.check_fields_at(base, fields, false);
+    }
+
+    /// Expressions on a transition for an event with a declared payload
+    /// (its guard, refusal and actions, and the target's enter actions)
+    /// read only declared fields of `event.payload`.
+    fn check_payload_reads(
+        &mut self,
+        states: &IndexMap<String, StateDef>,
+        payloads: &IndexMap<String, IndexMap<String, FieldSpec>>,
+    ) {
+        for (name, state) in states {
+            for (event, transitions) in &state.on {
+                let Some(declared) = payloads.get(event) else {
+                    continue;
+                };
+                let mut read = BTreeSet::new();
+                for transition in transitions {
+                    let target_enter = transition
+                        .goto
+                        .as_deref()
+                        .and_then(|t| states.get(t))
+                        .map(|t| t.enter.as_slice())
+                        .unwrap_or_default();
+                    let exprs = transition
+                        .when
+                        .iter()
+                        .chain(transition.refuse.iter())
+                        .chain(
+                            transition
+                                .actions
+                                .iter()
+                                .chain(target_enter)
+                                .flat_map(Action::exprs),
+                        );
+                    for expr in exprs {
+                        read.extend(expr.payload_fields());
+                    }
+                }
+                for field in read.iter().filter(|f| !declared.contains_key(*f)) {
+                    let hint = match did_you_mean(field, declared.keys().map(String::as_str)) {
+                        Some(close) => format!("did you mean `{close}`? declared: {}", declared.keys().cloned().collect::<Vec<_>>().join(", ")),
+                        None => format!("declare it under `events: {{ {event}: {{ payload: {{ {field}: <type> }} }} }}`"),
+                    };
+                    self.sink.push(
+                        "unknown_payload_field",
+                        &YamlPath::root().key("states").key(name).key("on").key(event),
+                        Anchor::Key,
+                        format!("`event.payload.{field}` is read here, but `{event}` does not declare `{field}`"),
+                        Some(hint),
+                    );
+                }
+            }
+        }
+    }
+
+    fn check_fields_at(
+        &mut self,
+        base: &YamlPath,
+        fields: &IndexMap<String, FieldSpec>,
+        inputs: bool,
+    ) {
         for (name, field) in fields {
-            let path = YamlPath::root().key(section).key(name);
+            let path = base.key(name);
             if !is_identifier(name) {
                 self.sink.push(
                     "invalid_name",
@@ -509,6 +585,7 @@ impl Checker<'_> {
                         goto: Some(target.clone()),
                         when: None,
                         actions: Vec::new(),
+                        refuse: None,
                     }]
                 }
                 Handlers::One(spec) => vec![self.check_transition(spec, &event_path, states)],
@@ -533,6 +610,7 @@ impl Checker<'_> {
             timers,
             on_cancel,
             final_outcome: state.final_outcome,
+            keeps_payment: state.keeps_payment.clone(),
         }
     }
 
@@ -547,15 +625,28 @@ impl Checker<'_> {
                 self.unknown_state(&path.key("goto"), target, states);
             }
         }
-        if spec.goto.is_none() && spec.actions.is_empty() {
+        if spec.refuse.is_some() && (spec.goto.is_some() || !spec.actions.is_empty()) {
+            self.sink.push(
+                "refuse_with_goto",
+                &path.key("refuse"),
+                Anchor::Key,
+                "a transition that refuses the event cannot also have `goto` or `actions`",
+                Some("keep `refuse` (and `when`) alone in this transition".into()),
+            );
+        }
+        if spec.goto.is_none() && spec.actions.is_empty() && spec.refuse.is_none() {
             self.sink.push(
                 "transition_does_nothing",
                 path,
                 Anchor::Value,
                 "this transition has neither `goto` nor `actions`",
-                Some("add `goto: <state>` or some `actions`".into()),
+                Some("add `goto: <state>`, some `actions` or `refuse: \"'reason'\"`".into()),
             );
         }
+        let refuse = spec
+            .refuse
+            .as_ref()
+            .and_then(|source| self.check_expr(&source.0, &path.key("refuse")));
         let when = spec
             .when
             .as_ref()
@@ -564,6 +655,7 @@ impl Checker<'_> {
             goto: spec.goto.clone(),
             when,
             actions: self.check_actions(&spec.actions, &path.key("actions")),
+            refuse,
         }
     }
 
@@ -810,6 +902,9 @@ impl Checker<'_> {
                             }),
                         );
                     }
+                    if let Some(declared) = self.spec.data.get(field) {
+                        self.check_literal(&source.0, declared.ty, &field_path);
+                    }
                     if let Some(expr) = self.check_expr(&source.0, &field_path) {
                         compiled.push((field.clone(), expr));
                     }
@@ -890,8 +985,77 @@ impl Checker<'_> {
         }
     }
 
+    /// A literal written where a value of type `ty` goes: a bare number
+    /// where money is expected is ambiguous (fen or yuan?), and text or a
+    /// number of the wrong type would be stored as it is.
+    fn check_literal(&mut self, source: &str, ty: ValueType, path: &YamlPath) {
+        let source = source.trim();
+        let number = source.parse::<f64>().ok().filter(|_| {
+            source
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+        });
+        let text = ['\'', '"'].iter().find_map(|q| {
+            source
+                .strip_prefix(*q)
+                .and_then(|rest| rest.strip_suffix(*q))
+                .filter(|inner| !inner.contains(*q))
+        });
+        let boolean = matches!(source, "true" | "false");
+        let problem = match ty {
+            ValueType::Money if number.is_some() => Some((
+                "bare_number_for_money",
+                format!("`{source}` is a bare number where money is expected: fen or yuan?"),
+                format!("write yuan as text (\"'{source}.00'\") or fen explicitly (`fen({source})`)"),
+            )),
+            ValueType::Money => text.and_then(|t| Money::parse_yuan(t).err()).map(|e| {
+                (
+                    "bad_money",
+                    format!("`{source}` is not an amount: {e}"),
+                    "write yuan as text with at most 2 decimals: \"'30.00'\"".to_owned(),
+                )
+            }),
+            ValueType::Integer if text.is_some() || boolean || source.contains('.') && number.is_some() => Some((
+                "type_mismatch",
+                format!("`{source}` is not a whole number, and this field is an integer"),
+                "write a whole number or an expression giving one".to_owned(),
+            )),
+            ValueType::Boolean if text.is_some() || number.is_some() => Some((
+                "type_mismatch",
+                format!("`{source}` is not true or false, and this field is a boolean"),
+                "write true, false or a condition".to_owned(),
+            )),
+            ValueType::String | ValueType::Enum if number.is_some() || boolean => Some((
+                "type_mismatch",
+                format!("`{source}` is not text, and this field is a {}", ty.as_str()),
+                format!("quote text inside the expression: \"'{source}'\""),
+            )),
+            ValueType::Datetime => match (text, number.is_some() || boolean) {
+                (Some(t), _) if DateTime::parse_from_rfc3339(t).is_err() => Some((
+                    "type_mismatch",
+                    format!("`{t}` is not an RFC 3339 date and time, and this field is a datetime"),
+                    "write a time such as '2026-11-23T09:30:00+08:00', or compute one: now + days(1)".to_owned(),
+                )),
+                (_, true) => Some((
+                    "type_mismatch",
+                    format!("`{source}` is not a date and time, and this field is a datetime"),
+                    "compute a time: now + days(1)".to_owned(),
+                )),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((code, message, hint)) = problem {
+            self.sink
+                .push(code, path, Anchor::Value, message, Some(hint));
+        }
+    }
+
     fn check_pay(&mut self, spec: &PaySpec, path: &YamlPath) -> Option<PayAction> {
         let mut ok = self.check_party(&spec.payer, &path.key("payer"));
+        if let Some(amount) = &spec.amount {
+            self.check_literal(&amount.0, ValueType::Money, &path.key("amount"));
+        }
         let amount = spec
             .amount
             .as_ref()
@@ -1002,6 +1166,9 @@ impl Checker<'_> {
                 expr
             })
         };
+        if let Some(amount) = &spec.amount {
+            self.check_literal(&amount.0, ValueType::Money, &path.key("amount"));
+        }
         let amount = compile(self, &spec.amount, "amount");
         let reason = compile(self, &spec.reason, "reason");
         let insurance = compile(self, &spec.insurance, "insurance");
@@ -1189,6 +1356,153 @@ impl Checker<'_> {
 
     /// Walks the file as written (not the compiled states), so a transition
     /// with a mistake elsewhere still counts for reachability.
+    /// The rules that keep money exact (docs/payments.md, "Money is never
+    /// held by an ended instance"):
+    /// - an event raised by o2flow (`payment.*`, `refund.*`, …) that it
+    ///   never raises is a typo;
+    /// - in a state that takes a payment, no outside event leads where
+    ///   `payment.succeeded` does: it would stand in for the payment;
+    /// - in every state reachable after `payment.succeeded`, a cancel
+    ///   refunds, is refused, or ends in a final state that says why it
+    ///   keeps the money (`keeps_payment`);
+    /// - `keeps_payment` sits only on final states that are not `completed`.
+    fn check_money(&mut self, states: &IndexMap<String, StateDef>) {
+        use crate::engine::{is_reserved_event, CANCEL, RAISED_EVENTS};
+        let root = YamlPath::root().key("states");
+        for (name, state) in states {
+            let path = root.key(name);
+            for event in state.on.keys() {
+                if is_reserved_event(event) && !RAISED_EVENTS.contains(&event.as_str()) {
+                    let hint = match did_you_mean(event, RAISED_EVENTS.iter().copied()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => format!("o2flow raises: {}", RAISED_EVENTS.join(", ")),
+                    };
+                    self.sink.push(
+                        "unknown_raised_event",
+                        &path.key("on").key(event),
+                        Anchor::Key,
+                        format!(
+                            "o2flow never raises `{event}`, and the API refuses it from outside"
+                        ),
+                        Some(hint),
+                    );
+                }
+            }
+            if state.keeps_payment.is_some()
+                && matches!(state.final_outcome, None | Some(Outcome::Completed))
+            {
+                self.sink.push(
+                    "keeps_payment_not_final",
+                    &path.key("keeps_payment"),
+                    Anchor::Key,
+                    format!("`keeps_payment` only applies to a final state that is not `completed`, and `{name}` is not one"),
+                    Some("a completed instance keeps its payment anyway; remove `keeps_payment`".into()),
+                );
+            }
+            let paid_targets: Vec<&str> = state
+                .on
+                .get(crate::engine::PAYMENT_SUCCEEDED)
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.goto.as_deref())
+                .collect();
+            if state.enter.iter().any(|a| matches!(a, Action::Pay(_))) {
+                for (event, transitions) in &state.on {
+                    if is_reserved_event(event) || event == CANCEL {
+                        continue;
+                    }
+                    for transition in transitions {
+                        if let Some(target) = transition.goto.as_deref() {
+                            if paid_targets.contains(&target) {
+                                self.sink.push(
+                                    "event_stands_in_for_payment",
+                                    &path.key("on").key(event),
+                                    Anchor::Key,
+                                    format!("`{event}` leads to `{target}` as `payment.succeeded` does: anyone who can send it would skip the payment"),
+                                    Some(format!("only a payment o2flow took leads to `{target}`; for money taken elsewhere (a counter), go to a state of its own")),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Every state the instance can be in once it has been paid.
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut queue: VecDeque<&str> = states
+            .values()
+            .flat_map(|s| {
+                s.on.get(crate::engine::PAYMENT_SUCCEEDED)
+                    .into_iter()
+                    .flatten()
+            })
+            .filter_map(|t| t.goto.as_deref())
+            .collect();
+        while let Some(name) = queue.pop_front() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some(state) = states.get(name) else {
+                continue;
+            };
+            let on = state
+                .on
+                .values()
+                .flatten()
+                .filter_map(|t| t.goto.as_deref());
+            let timers = state.timers.iter().filter_map(|t| t.goto.as_deref());
+            queue.extend(on.chain(timers));
+        }
+        let refunds = |actions: &[Action]| actions.iter().any(|a| matches!(a, Action::Refund(_)));
+        for name in seen {
+            let Some(state) = states.get(name) else {
+                continue;
+            };
+            if state.final_outcome.is_some() {
+                continue;
+            }
+            let path = root.key(name);
+            let Some(transitions) = state.on.get(CANCEL) else {
+                if !refunds(&state.on_cancel) {
+                    self.sink.push(
+                        "cancel_keeps_payment",
+                        &path,
+                        Anchor::Key,
+                        format!("state `{name}` comes after a payment, but a cancel there would end the instance keeping the money"),
+                        Some("under `on:`, add `cancel: <a state that refunds>`, or `cancel: { refuse: \"'reason'\" }`".into()),
+                    );
+                }
+                continue;
+            };
+            for transition in transitions {
+                if transition.refuse.is_some() || refunds(&transition.actions) {
+                    continue;
+                }
+                let Some(target) = transition
+                    .goto
+                    .as_deref()
+                    .and_then(|t| states.get(t).map(|s| (t, s)))
+                else {
+                    continue;
+                };
+                let (target_name, target) = target;
+                let ends_keeping = match target.final_outcome {
+                    Some(Outcome::Completed) | None => false,
+                    Some(_) => target.keeps_payment.is_none() && !refunds(&target.enter),
+                };
+                if ends_keeping {
+                    self.sink.push(
+                        "cancel_keeps_payment",
+                        &path.key("on").key(CANCEL),
+                        Anchor::Key,
+                        format!("`cancel` in `{name}` ends the instance in `{target_name}` keeping the money it was paid"),
+                        Some(format!("go to a state that refunds, refuse the cancel, or say why `{target_name}` keeps the money: `keeps_payment: \"…\"`")),
+                    );
+                }
+            }
+        }
+    }
+
     fn check_reachability(&mut self, start: &str) {
         let states = &self.spec.states;
         if !states.contains_key(start) {
@@ -1291,6 +1605,25 @@ fn list_or_none(names: &[&str]) -> String {
 ///
 /// # Errors
 /// A code and a message saying what is wrong.
+/// A value an expression gives for a data field (`set`), checked against
+/// the field's type: money and durations may be given as they are held
+/// (fen, seconds) or as written in inputs (yuan text, `7d`); datetimes are
+/// normalised to UTC; `null` clears the field.
+///
+/// # Errors
+/// `(code, message)` when the value is not of the field's type.
+pub fn check_data_value(
+    field: &FieldSpec,
+    value: &serde_json::Value,
+) -> Result<serde_json::Value, (&'static str, String)> {
+    use serde_json::Value as J;
+    match (field.ty, value) {
+        (_, J::Null) => Ok(J::Null),
+        (ValueType::Money | ValueType::Duration, J::Number(n)) if n.is_i64() => Ok(value.clone()),
+        _ => check_value(field, value),
+    }
+}
+
 pub fn check_value(
     field: &FieldSpec,
     value: &serde_json::Value,

@@ -13,7 +13,7 @@ mod scope;
 mod step;
 
 pub use error::{Error, InputProblem};
-pub use step::{normalize_input, start, step, Started, CANCEL};
+pub use step::{normalize_input, normalize_payload, start, step, Started, CANCEL};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -60,6 +60,11 @@ pub struct Instance<'a> {
     /// How many times a state has been entered; timers and effect keys
     /// carry it, so a timer armed by an earlier entry is recognised as stale.
     pub entry_seq: i64,
+    /// The stored revision the event is applied to: one per applied event,
+    /// so the effects of two occurrences of an event in one state entry (an
+    /// internal transition, a repeating timer) get different keys, while
+    /// the same occurrence always plans the same keys.
+    pub revision: i64,
     pub business_key: Option<&'a str>,
     /// The instance that started this one with a `start` action.
     pub parent_id: Option<&'a str>,
@@ -114,7 +119,9 @@ pub struct HistoryEntry {
 /// A side effect to execute after commit, exactly once per `key`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effect {
-    /// Deterministic idempotency key: instance, state entry, site, action index.
+    /// Deterministic idempotency key: instance, state entry, site, action
+    /// index; a site inside a state entry (a transition, a timer, cancel)
+    /// carries the revision it happened at (`on.ping.0@7`).
     pub key: String,
     pub kind: EffectKind,
 }
@@ -232,6 +239,37 @@ pub struct NotifyParentEffect {
 
 /// The event a parent receives when a child ends.
 pub const CHILD_COMPLETED: &str = "child.completed";
+
+/// The event a flow receives when an action's effect failed for good.
+pub const ACTION_FAILED: &str = "action.failed";
+
+/// The events o2flow raises today.
+pub const RAISED_EVENTS: [&str; 8] = [
+    PAYMENT_SUCCEEDED,
+    PAYMENT_FAILED,
+    PAYMENT_EXPIRED,
+    REFUND_SUCCEEDED,
+    REFUND_FAILED,
+    REFUND_ABNORMAL,
+    CHILD_COMPLETED,
+    ACTION_FAILED,
+];
+
+/// Namespaces of the events o2flow itself raises: payments, refunds,
+/// children, failed actions, and those of the step kinds to come (codes,
+/// door keys, queues, messages, incidents). Such an event is never accepted
+/// from the API: only the effect behind it can raise it.
+pub const RESERVED_EVENT_NAMESPACES: [&str; 9] = [
+    "payment", "refund", "child", "action", "code", "door_key", "queue", "message", "incident",
+];
+
+/// Whether `event_type` is one only o2flow raises (`payment.succeeded`,
+/// `child.completed`, …) or one the engine uses itself (`start`, `timer`).
+pub fn is_reserved_event(event_type: &str) -> bool {
+    let namespace = event_type.split('.').next().unwrap_or_default();
+    (event_type.contains('.') && RESERVED_EVENT_NAMESPACES.contains(&namespace))
+        || matches!(event_type, "start" | "timer")
+}
 
 /// A message to render from `template` and deliver to `to`.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]

@@ -15,32 +15,64 @@ use crate::dsl::{check_value, Action, Due, Outcome, Scope, WorkflowDef};
 /// # Errors
 /// Every problem at once: unknown, missing and ill-typed fields.
 pub fn normalize_input(def: &WorkflowDef, input: &Json) -> Result<Json, Error> {
+    normalize_fields(&def.inputs, input, &format!("an input of `{}`", def.name))
+        .map_err(Error::InvalidInput)
+}
+
+/// Checks an event's payload against the fields its workflow declares for
+/// it (`events: { type: { payload: {…} } }`) and normalises it as inputs
+/// are; a payload of an undeclared type passes as it is.
+///
+/// # Errors
+/// `InvalidPayload` with every problem at once.
+pub fn normalize_payload(
+    payloads: &indexmap::IndexMap<String, indexmap::IndexMap<String, crate::dsl::FieldSpec>>,
+    event_type: &str,
+    payload: &Json,
+) -> Result<Json, Error> {
+    match payloads.get(event_type) {
+        Some(fields) => normalize_fields(
+            fields,
+            payload,
+            &format!("a declared field of `{event_type}`"),
+        )
+        .map_err(Error::InvalidPayload),
+        None => Ok(payload.clone()),
+    }
+}
+
+fn normalize_fields(
+    fields: &indexmap::IndexMap<String, crate::dsl::FieldSpec>,
+    input: &Json,
+    what: &str,
+) -> Result<Json, Vec<InputProblem>> {
     let empty = serde_json::Map::new();
     let given = match input {
         Json::Object(map) => map,
         Json::Null => &empty,
         _ => {
-            return Err(Error::InvalidInput(vec![InputProblem {
+            return Err(vec![InputProblem {
                 field: "input".into(),
                 message: "the input must be a JSON object".into(),
-            }]))
+                code: "invalid_value",
+            }])
         }
     };
     let mut problems = Vec::new();
     for name in given.keys() {
-        if !def.inputs.contains_key(name) {
+        if !fields.contains_key(name) {
             problems.push(InputProblem {
                 field: name.clone(),
                 message: format!(
-                    "`{name}` is not an input of `{}` (inputs: {})",
-                    def.name,
-                    def.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    "`{name}` is not {what} (declared: {})",
+                    fields.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
+                code: "unknown_field",
             });
         }
     }
     let mut out = serde_json::Map::new();
-    for (name, field) in &def.inputs {
+    for (name, field) in fields {
         let value = match (given.get(name), &field.default) {
             (Some(value), _) if !value.is_null() => value,
             (_, Some(default)) => default,
@@ -52,6 +84,7 @@ pub fn normalize_input(def: &WorkflowDef, input: &Json) -> Result<Json, Error> {
                 problems.push(InputProblem {
                     field: name.clone(),
                     message: format!("`{name}` ({}) is required", field.ty.as_str()),
+                    code: "missing_field",
                 });
                 continue;
             }
@@ -60,16 +93,17 @@ pub fn normalize_input(def: &WorkflowDef, input: &Json) -> Result<Json, Error> {
             Ok(normal) => {
                 out.insert(name.clone(), normal);
             }
-            Err((_, message)) => problems.push(InputProblem {
+            Err((code, message)) => problems.push(InputProblem {
                 field: name.clone(),
                 message,
+                code,
             }),
         }
     }
     if problems.is_empty() {
         Ok(Json::Object(out))
     } else {
-        Err(Error::InvalidInput(problems))
+        Err(problems)
     }
 }
 
@@ -105,6 +139,7 @@ pub fn start(
         business_key,
         parent_id,
         was_final: false,
+        revision: 0,
         now,
         event: json!({"type": "start", "payload": {}}),
         state: String::new(),
@@ -172,6 +207,7 @@ fn business_key_of(
         Some(given) if given != key => Err(Error::InvalidInput(vec![InputProblem {
             field: "business_key".into(),
             message: format!("`{}` computes the business key from its `correlation` (`{key}` here); leave `business_key` out or send that", def.name),
+            code: "invalid_value",
         }])),
         _ => Ok(Some(key)),
     }
@@ -209,6 +245,7 @@ pub fn step(
         business_key: instance.business_key,
         parent_id: instance.parent_id,
         was_final: instance.status.is_final(),
+        revision: instance.revision,
         now,
         event: event_json.clone(),
         state: instance.state.to_owned(),
@@ -233,31 +270,40 @@ pub fn step(
     // Cancel is an event like any other: a state that handles `cancel` in
     // `on:` decides (guards, compensation states); elsewhere the default
     // runs the state's `on_cancel` actions and ends the instance cancelled.
-    let cancel_reason = match event {
-        Event::Cancel { reason } => Some(reason.clone()),
+    // A named `cancel` keeps its payload (a refund's 医保 part, say); the
+    // payload always has `reason`, null when none was given.
+    let cancel_payload = match event {
+        Event::Cancel { reason } => Some(json!({"reason": reason})),
         Event::Named {
             event_type,
             payload,
-        } if event_type == CANCEL => Some(
-            payload
-                .get("reason")
-                .and_then(Json::as_str)
-                .map(str::to_owned),
-        ),
+        } if event_type == CANCEL => {
+            let mut payload = match payload {
+                Json::Object(object) => object.clone(),
+                _ => serde_json::Map::new(),
+            };
+            payload.entry("reason").or_insert(Json::Null);
+            Some(Json::Object(payload))
+        }
         _ => None,
     };
     let handled_cancel;
-    let event = match cancel_reason {
-        Some(reason) if state.on.contains_key(CANCEL) => {
+    let event = match cancel_payload {
+        Some(payload) if state.on.contains_key(CANCEL) => {
+            run.event = json!({"type": CANCEL, "payload": payload});
             handled_cancel = Event::Named {
                 event_type: CANCEL.to_owned(),
-                payload: json!({"reason": reason}),
+                payload,
             };
-            run.event = json!({"type": CANCEL, "payload": {"reason": reason}});
             &handled_cancel
         }
-        Some(reason) => {
-            handled_cancel = Event::Cancel { reason };
+        Some(payload) => {
+            handled_cancel = Event::Cancel {
+                reason: payload
+                    .get("reason")
+                    .and_then(Json::as_str)
+                    .map(str::to_owned),
+            };
             &handled_cancel
         }
         None => event,
@@ -290,6 +336,17 @@ pub fn step(
                     event_type: event_type.clone(),
                 });
             };
+            if let Some(refuse) = &transition.refuse {
+                let reason = match refuse.eval_json(&scope).map_err(Error::Expression)? {
+                    Json::String(text) => text,
+                    other => other.to_string(),
+                };
+                return Err(Error::Refused {
+                    state: instance.state.to_owned(),
+                    event_type: event_type.clone(),
+                    reason,
+                });
+            }
             run.history.push(HistoryEntry {
                 kind: "event",
                 detail: event_json,
@@ -358,6 +415,8 @@ struct Run<'a> {
     parent_id: Option<&'a str>,
     /// The instance was final before this step.
     was_final: bool,
+    /// The revision the step is planned from (0 at start).
+    revision: i64,
     now: DateTime<Utc>,
     event: Json,
     state: String,
@@ -461,7 +520,16 @@ impl Run<'_> {
     fn actions(&mut self, list: &[Action], site: &str) -> Result<(), Error> {
         for (index, action) in list.iter().enumerate() {
             let scope = self.scope();
-            let key = format!("{}/{}/{}/{}", self.id, self.entry_seq, site, index);
+            // Entry and exit happen once per entry; anything else in an
+            // entry can happen again and carries the revision it happened at.
+            let key = if matches!(site, "enter" | "exit") {
+                format!("{}/{}/{}/{}", self.id, self.entry_seq, site, index)
+            } else {
+                format!(
+                    "{}/{}/{}@{}/{}",
+                    self.id, self.entry_seq, site, self.revision, index
+                )
+            };
             let mut context = ActionContext {
                 def: self.def,
                 input: self.input,

@@ -39,6 +39,7 @@ struct Stored {
     input: Json,
     data: Json,
     entry_seq: i64,
+    revision: i64,
 }
 
 impl Stored {
@@ -50,6 +51,7 @@ impl Stored {
             input: &self.input,
             data: &self.data,
             entry_seq: self.entry_seq,
+            revision: self.revision,
             business_key: None,
             parent_id: None,
         }
@@ -60,6 +62,7 @@ impl Stored {
         self.status = transition.status;
         self.data = transition.data.clone();
         self.entry_seq = transition.entry_seq;
+        self.revision += 1;
     }
 }
 
@@ -73,6 +76,7 @@ fn started(def: &WorkflowDef) -> (Stored, Transition) {
         input,
         data: transition.data.clone(),
         entry_seq: transition.entry_seq,
+        revision: 1,
     };
     (stored, transition)
 }
@@ -270,6 +274,7 @@ fn stay() -> (WorkflowDef, Stored) {
         input: json!({}),
         data: transition.data.clone(),
         entry_seq: transition.entry_seq,
+        revision: 1,
     };
     (def, stored)
 }
@@ -369,6 +374,7 @@ fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the
         input,
         data: first.data.clone(),
         entry_seq: first.entry_seq,
+        revision: 1,
     };
     let tick = step(&def, &stored.view(), &named("tick"), now()).unwrap_or_else(|e| panic!("{e}"));
     stored.apply(&tick);
@@ -402,6 +408,7 @@ fn a_self_transition_re_enters_and_re_arms_timers() {
         input,
         data: first.data.clone(),
         entry_seq: first.entry_seq,
+        revision: 1,
     };
     let later = now() + Duration::minutes(30);
     let reset =
@@ -424,7 +431,7 @@ proptest! {
     fn no_event_sequence_leaves_the_declared_states(choices in proptest::collection::vec(0usize..7, 0..40)) {
         for def in [follow_up(), guarded()] {
             let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
-            let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq };
+            let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq, revision: 1 };
             let mut events: Vec<String> = def.states.values().flat_map(|s| s.on.keys().cloned()).collect();
             events.push("unknown.event".into());
             for choice in &choices {
@@ -453,4 +460,61 @@ fn input_for(def: &WorkflowDef) -> Json {
     } else {
         json!({})
     }
+}
+
+const PINGED: &str = r#"
+name: pinged
+inputs:
+  patient: party
+data:
+  pings: { type: integer, default: 0 }
+start: open
+states:
+  open:
+    on:
+      ping:
+        actions:
+          - set: { pings: data.pings + 1 }
+          - send: { to: patient, template: pong }
+      close: closed
+  closed: { final: completed }
+"#;
+
+#[test]
+fn each_occurrence_of_an_internal_transition_gets_its_own_effect_key_and_a_replay_the_same() {
+    let (def, diagnostics) = validate("pinged.yaml", PINGED, &Catalog::with_templates(["pong"]));
+    assert_eq!(diagnostics, vec![]);
+    let def = def.unwrap_or_else(|| panic!("no definition"));
+    let Started {
+        input,
+        transition: first,
+        ..
+    } = start(
+        &def,
+        "p",
+        &json!({"patient": {"id": "p1"}}),
+        None,
+        None,
+        now(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut stored = Stored {
+        state: first.state.clone(),
+        status: first.status,
+        input,
+        data: first.data.clone(),
+        entry_seq: first.entry_seq,
+        revision: 1,
+    };
+    let one = step(&def, &stored.view(), &named("ping"), now()).unwrap_or_else(|e| panic!("{e}"));
+    let replay =
+        step(&def, &stored.view(), &named("ping"), now()).unwrap_or_else(|e| panic!("{e}"));
+    stored.apply(&one);
+    let two = step(&def, &stored.view(), &named("ping"), now()).unwrap_or_else(|e| panic!("{e}"));
+    stored.apply(&two);
+    assert_eq!(stored.data["pings"], 2);
+    let key = |t: &Transition| t.effects.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+    assert_eq!(key(&one), vec!["i1/1/on.ping.0@1/1".to_owned()]);
+    assert_eq!(key(&replay), key(&one), "the same occurrence, the same key");
+    assert_eq!(key(&two), vec!["i1/1/on.ping.0@2/1".to_owned()]);
 }

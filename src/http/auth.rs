@@ -34,6 +34,26 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Whether the caller sees personal data in full: the tenant's admin
+    /// and the hospital's or hotel's own system (`integration`). Staff
+    /// keys (`operator`, `viewer`) see names, phones and e-mail masked and
+    /// openids and ID digests hidden.
+    pub fn sees_personal_data(&self) -> bool {
+        matches!(self.role.as_str(), "admin" | "integration")
+    }
+
+    /// Whether the caller sees the links in messages (pay links, later
+    /// codes and door keys): they are the patient's or guest's capability,
+    /// so only the system that delivers messages to them (`integration`).
+    pub fn sees_links(&self) -> bool {
+        self.role == "integration"
+    }
+}
+
+/// Roles that may read an inbox (a patient's messages).
+pub const INBOX_READERS: [&str; 3] = ["admin", "operator", "integration"];
+
 /// Roles that may change instances.
 pub const WRITERS: [&str; 3] = ["admin", "operator", "integration"];
 

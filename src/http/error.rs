@@ -112,6 +112,11 @@ impl From<runtime::Error> for ApiError {
                 "incident_not_open",
                 format!("incident {id} is not open; only open incidents are retried"),
             ),
+            error @ R::ReservedEvent(_) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "reserved_event",
+                format!("{error}: payment.*, refund.*, child.*, action.* and the events of other step kinds come only from the effect behind them"),
+            ),
             R::VersionNotFound(name, version) => ApiError::not_found(
                 "version_not_found",
                 format!("workflow `{name}` has no version {version}"),
@@ -140,7 +145,16 @@ fn engine_error(error: engine::Error) -> ApiError {
     use engine::Error as E;
     let message = error.to_string();
     match error {
-        E::InvalidInput(problems) => ApiError::unprocessable("invalid_input", message)
+        E::InvalidInput(problems) => {
+            // A bill that does not add up has its own code (docs/payments.md).
+            let code = if problems.iter().any(|p| p.code == "bad_bill") {
+                "bad_bill"
+            } else {
+                "invalid_input"
+            };
+            ApiError::unprocessable(code, message).with_details(json!({"problems": problems}))
+        }
+        E::InvalidPayload(problems) => ApiError::unprocessable("invalid_payload", message)
             .with_details(json!({"problems": problems})),
         E::EventNotHandled {
             state,
@@ -152,6 +166,12 @@ fn engine_error(error: engine::Error) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "guard_rejected", message)
                 .with_details(json!({"state": state, "event": event_type}))
         }
+        E::Refused {
+            state,
+            event_type,
+            reason,
+        } => ApiError::new(StatusCode::CONFLICT, "refused", message)
+            .with_details(json!({"state": state, "event": event_type, "reason": reason})),
         E::Expression(_) => ApiError::unprocessable("expression_failed", message),
         E::UnknownState(_) => ApiError::internal(&message),
     }

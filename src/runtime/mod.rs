@@ -6,6 +6,7 @@
 //! calls it, and so do the CLI and the tests.
 
 mod clock;
+mod locks;
 mod migrate;
 mod payments;
 
@@ -66,6 +67,8 @@ pub enum Error {
     Unmigratable(Box<MigrationReport>),
     #[error("incident {0} is not open")]
     IncidentNotOpen(i64),
+    #[error("`{0}` is raised by o2flow itself and cannot be sent from outside")]
+    ReservedEvent(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -166,14 +169,27 @@ pub struct Runtime {
     keep_for: RwLock<KeepForCache>,
     payments: payments::PaymentsState,
     reconcile_every: chrono::Duration,
+    /// Requests with one Idempotency-Key, and events for one business key,
+    /// run one at a time on this node.
+    locks: locks::KeyedLocks,
 }
 
-type KeepForCache = HashMap<String, (Option<i64>, Arc<HashMap<String, Duration>>)>;
+/// `(message_id, instance_id)` delivered, and `(message_id, why)` refused.
+type Dispatched = (Vec<(String, String)>, Vec<(String, engine::Error)>);
+
+/// Per tenant: its event settings and the latest definition id they were built from.
+type KeepForCache = HashMap<String, (Option<i64>, Arc<EventSettings>)>;
+
+/// What a tenant's workflows declare of event types.
+#[derive(Default)]
+struct EventSettings {
+    keep_for: HashMap<String, Duration>,
+    payloads: indexmap::IndexMap<String, indexmap::IndexMap<String, dsl::FieldSpec>>,
+}
 
 const MAX_CONFLICT_RETRIES: usize = 8;
 
-/// The event a flow receives when an action's effect failed for good.
-pub const ACTION_FAILED: &str = "action.failed";
+pub use crate::engine::ACTION_FAILED;
 
 /// Rounds of delivering kept events after one change (each delivery may
 /// move an instance into a state that another kept event waits for).
@@ -206,6 +222,7 @@ impl Runtime {
             keep_for: RwLock::new(HashMap::new()),
             payments: payments::PaymentsState::default(),
             reconcile_every: options.reconcile_every,
+            locks: locks::KeyedLocks::default(),
         }
     }
 
@@ -527,30 +544,120 @@ impl Runtime {
         event: Event,
         idempotency: Option<(String, String)>,
     ) -> Result<EventResult, Error> {
-        let scope = format!("event:{instance_id}");
-        if let Some((key, hash)) = &idempotency {
-            if let Some(stored) = self.store.idempotency(tenant_id, &scope, key).await? {
-                if &stored.request_hash != hash {
-                    return Err(Error::IdempotencyMismatch);
+        let event = match event {
+            Event::Named {
+                event_type,
+                payload,
+            } => {
+                if engine::is_reserved_event(&event_type) {
+                    return Err(Error::ReservedEvent(event_type));
                 }
-                let instance = self
+                // A declared payload is checked before anything is applied.
+                let current = self
                     .store
                     .instance(tenant_id, instance_id)
                     .await?
                     .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
-                return Ok(EventResult {
-                    instance,
-                    applied: stored.response == "applied",
-                    replayed: true,
-                });
+                let def = self.definition_by_id(current.definition_id).await?;
+                let payload =
+                    engine::normalize_payload(&def.event_payloads, &event_type, &payload)?;
+                Event::Named {
+                    event_type,
+                    payload,
+                }
+            }
+            other => other,
+        };
+        self.raise(tenant_id, instance_id, event, idempotency).await
+    }
+
+    /// Applies an event o2flow raises itself (`payment.*`, `child.completed`,
+    /// `action.failed`), or one `send_event` has checked.
+    ///
+    /// # Errors
+    /// As `send_event`.
+    async fn raise(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        event: Event,
+        idempotency: Option<(String, String)>,
+    ) -> Result<EventResult, Error> {
+        let scope = format!("event:{instance_id}");
+        let Some((key, hash)) = idempotency else {
+            let result = self
+                .apply(tenant_id, instance_id, &event, None, None)
+                .await?;
+            let instance = self.after_commit(result.instance).await?;
+            return Ok(EventResult { instance, ..result });
+        };
+        // Copies of one request wait for each other here; every copy gets
+        // the first one's answer.
+        let _guard = self
+            .locks
+            .lock(format!("{tenant_id}\n{scope}\n{key}"))
+            .await;
+        if let Some(replay) = self
+            .replay_event(tenant_id, instance_id, &scope, &key, &hash)
+            .await?
+        {
+            return Ok(replay);
+        }
+        let idempotency = (scope, key, hash);
+        match self
+            .apply(tenant_id, instance_id, &event, Some(&idempotency), None)
+            .await
+        {
+            Ok(result) => {
+                let instance = self.after_commit(result.instance).await?;
+                Ok(EventResult { instance, ..result })
+            }
+            Err(error) => {
+                // A copy on another node may have won (a unique key or a
+                // deadlock here): its answer is ours.
+                let (scope, key, hash) = &idempotency;
+                for _ in 0..20 {
+                    if let Some(replay) = self
+                        .replay_event(tenant_id, instance_id, scope, key, hash)
+                        .await?
+                    {
+                        return Ok(replay);
+                    }
+                    if !matches!(error, Error::Store(_) | Error::Busy) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                Err(error)
             }
         }
-        let idempotency = idempotency.map(|(key, hash)| (scope, key, hash));
-        let result = self
-            .apply(tenant_id, instance_id, &event, idempotency.as_ref(), None)
-            .await?;
-        let instance = self.after_commit(result.instance).await?;
-        Ok(EventResult { instance, ..result })
+    }
+
+    /// The answer to an earlier request with this Idempotency-Key, if there was one.
+    async fn replay_event(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        scope: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<EventResult>, Error> {
+        let Some(stored) = self.store.idempotency(tenant_id, scope, key).await? else {
+            return Ok(None);
+        };
+        if stored.request_hash != hash {
+            return Err(Error::IdempotencyMismatch);
+        }
+        let instance = self
+            .store
+            .instance(tenant_id, instance_id)
+            .await?
+            .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
+        Ok(Some(EventResult {
+            instance,
+            applied: stored.response == "applied",
+            replayed: true,
+        }))
     }
 
     /// Steps and commits one event, reloading and retrying when the
@@ -592,6 +699,9 @@ impl Runtime {
             match self.store.commit(&current, &transition, extras, now).await {
                 Ok(instance) => {
                     self.wake.notify_one();
+                    if transition.applied && current.status == "active" {
+                        self.check_money_held(&instance, &def, &transition).await?;
+                    }
                     return Ok(EventResult {
                         instance,
                         applied: transition.applied,
@@ -613,8 +723,28 @@ impl Runtime {
     /// # Errors
     /// A store error.
     pub async fn publish(&self, tenant_id: &str, event: Published) -> Result<PublishResult, Error> {
+        if engine::is_reserved_event(&event.event_type) {
+            return Err(Error::ReservedEvent(event.event_type));
+        }
+        // Copies of one message, and events for one business key, go one
+        // at a time: a copy sees where the first was delivered.
+        let _guard = self
+            .locks
+            .lock(format!(
+                "{tenant_id}\ncorrelation\n{}",
+                event.correlation_key
+            ))
+            .await;
         let now = self.now();
-        let keep_for = self.keep_for(tenant_id, &event.event_type).await?;
+        let settings = self.event_settings(tenant_id).await?;
+        let payload =
+            engine::normalize_payload(&settings.payloads, &event.event_type, &event.payload)?;
+        let event = Published { payload, ..event };
+        let keep_for = settings
+            .keep_for
+            .get(&event.event_type)
+            .copied()
+            .unwrap_or(dsl::DEFAULT_KEEP_EVENTS_FOR);
         let expires_at = now + keep_for;
         let fresh = self
             .store
@@ -639,7 +769,16 @@ impl Runtime {
                 kept_until: None,
             });
         }
-        let delivered = self.dispatch(tenant_id, &event.correlation_key).await?;
+        let (delivered, refused) = self.dispatch(tenant_id, &event.correlation_key).await?;
+        // An event the flow cannot take (a guard or `set` failed on its
+        // payload) is answered with the reason and forgotten: never kept,
+        // never applied later.
+        if let Some((_, error)) = refused
+            .into_iter()
+            .find(|(message_id, _)| message_id == &event.message_id)
+        {
+            return Err(Error::Engine(error));
+        }
         let delivered_to: Vec<String> = delivered
             .into_iter()
             .filter(|(message_id, _)| message_id == &event.message_id)
@@ -652,10 +791,11 @@ impl Runtime {
         })
     }
 
-    /// How long the tenant's workflows keep an early event of this type:
-    /// the longest `keep_for` any of its versions declares, else 1 h. Cached
-    /// per tenant until a version is deployed (by any process).
-    async fn keep_for(&self, tenant_id: &str, event_type: &str) -> Result<Duration, Error> {
+    /// What the tenant's workflows say of an event type: how long an early
+    /// one is kept (the longest `keep_for` any version declares, else 1 h)
+    /// and its declared payload (the latest version that declares one).
+    /// Cached per tenant until a version is deployed (by any process).
+    async fn event_settings(&self, tenant_id: &str) -> Result<Arc<EventSettings>, Error> {
         let latest = self.store.latest_definition_id(tenant_id).await?;
         let cached = self
             .keep_for
@@ -663,40 +803,37 @@ impl Runtime {
             .ok()
             .and_then(|cache| cache.get(tenant_id).cloned())
             .filter(|(id, _)| *id == latest);
-        let table = match cached {
-            Some((_, table)) => table,
-            None => {
-                let mut table: HashMap<String, Duration> = HashMap::new();
-                for row in self.store.definitions(tenant_id).await? {
-                    if let Ok(def) = self.definition(&row).await {
-                        for (event, duration) in &def.keep_events_for {
-                            let entry = table.entry(event.clone()).or_insert(*duration);
-                            *entry = (*entry).max(*duration);
-                        }
-                    }
+        if let Some((_, settings)) = cached {
+            return Ok(settings);
+        }
+        let mut settings = EventSettings::default();
+        // Oldest first: a later version's payload replaces an earlier one's.
+        let mut rows = self.store.definitions(tenant_id).await?;
+        rows.sort_by_key(|row| row.id);
+        for row in rows {
+            if let Ok(def) = self.definition(&row).await {
+                for (event, duration) in &def.keep_events_for {
+                    let entry = settings.keep_for.entry(event.clone()).or_insert(*duration);
+                    *entry = (*entry).max(*duration);
                 }
-                let table = Arc::new(table);
-                if let Ok(mut cache) = self.keep_for.write() {
-                    cache.insert(tenant_id.to_owned(), (latest, table.clone()));
+                for (event, fields) in &def.event_payloads {
+                    settings.payloads.insert(event.clone(), fields.clone());
                 }
-                table
             }
-        };
-        Ok(table
-            .get(event_type)
-            .copied()
-            .unwrap_or(dsl::DEFAULT_KEEP_EVENTS_FOR))
+        }
+        let settings = Arc::new(settings);
+        if let Ok(mut cache) = self.keep_for.write() {
+            cache.insert(tenant_id.to_owned(), (latest, settings.clone()));
+        }
+        Ok(settings)
     }
 
     /// Delivers the kept events of a business key to the active instances
     /// whose state handles them, oldest event first, until nothing more
     /// can be delivered. Returns `(message_id, instance_id)` pairs.
-    async fn dispatch(
-        &self,
-        tenant_id: &str,
-        correlation_key: &str,
-    ) -> Result<Vec<(String, String)>, Error> {
+    async fn dispatch(&self, tenant_id: &str, correlation_key: &str) -> Result<Dispatched, Error> {
         let mut delivered = Vec::new();
+        let mut refused = Vec::new();
         for _ in 0..MAX_DISPATCH_ROUNDS {
             let mut progressed = false;
             for kept in self
@@ -733,6 +870,18 @@ impl Runtime {
                         // Taken by another node, or the guard does not hold here.
                         Err(Error::Store(store::Error::Consumed)) => break,
                         Err(Error::Engine(engine::Error::GuardRejected { .. })) => {}
+                        // The flow cannot take it: forgotten, so it does
+                        // not block the events behind it.
+                        Err(Error::Engine(
+                            error @ (engine::Error::Expression(_) | engine::Error::Refused { .. }),
+                        )) => {
+                            tracing::warn!(instance.id = %instance.id, event.message_id = %kept.message_id, "{} refused by {}: {error}", kept.event_type, instance.id);
+                            self.store
+                                .forget_kept_event(tenant_id, &kept.message_id)
+                                .await?;
+                            refused.push((kept.message_id.clone(), error));
+                            break;
+                        }
                         Err(error) => return Err(error),
                     }
                 }
@@ -741,7 +890,7 @@ impl Runtime {
                 break;
             }
         }
-        Ok(delivered)
+        Ok((delivered, refused))
     }
 
     /// After a commit: an instance that has just entered a state may be
@@ -753,7 +902,7 @@ impl Runtime {
         if instance.status != "active" {
             return Ok(instance);
         }
-        let delivered = self.dispatch(&instance.tenant_id, &key).await?;
+        let (delivered, _) = self.dispatch(&instance.tenant_id, &key).await?;
         if delivered.is_empty() {
             return Ok(instance);
         }
@@ -851,6 +1000,9 @@ impl Runtime {
             {
                 Ok(row) => {
                     self.wake.notify_one();
+                    if transition.applied && current.status == "active" {
+                        self.check_money_held(&row, &def, &transition).await?;
+                    }
                     self.after_commit(row).await?;
                     return Ok(());
                 }
@@ -996,7 +1148,7 @@ impl Runtime {
         let key = format!("child:{}", notify.child_id);
         let idempotency = Some((key.clone(), store::sha256_hex(key.as_bytes())));
         let delivered = match self
-            .send_event(&row.tenant_id, &notify.parent_id, event, idempotency)
+            .raise(&row.tenant_id, &notify.parent_id, event, idempotency)
             .await
         {
             Ok(_) => true,
@@ -1265,6 +1417,7 @@ fn step_row(
         input: &input,
         data: &data,
         entry_seq: row.entry_seq,
+        revision: row.revision,
         business_key: row.business_key.as_deref(),
         parent_id: row.parent_id.as_deref(),
     };

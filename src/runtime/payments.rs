@@ -533,7 +533,7 @@ impl Runtime {
             store::sha256_hex(row.effect_key.as_bytes()),
         ));
         let delivered = match self
-            .send_event(&row.tenant_id, &row.instance_id, event, idempotency)
+            .raise(&row.tenant_id, &row.instance_id, event, idempotency)
             .await
         {
             Ok(result) => result.applied,
@@ -807,6 +807,63 @@ impl Runtime {
         self.report_insurance_refund(&provider, &payment, refund)
             .await
             .map(|_| ())
+    }
+
+    /// The backstop behind `check_money` in validation: an instance that
+    /// has just ended, other than `completed` and not in a final state that
+    /// says why it keeps the money (`keeps_payment`), while money it was
+    /// paid is neither refunded nor being refunded, opens a `money_held`
+    /// incident: money is never held silently.
+    ///
+    /// # Errors
+    /// A store error.
+    pub(super) async fn check_money_held(
+        &self,
+        instance: &crate::store::InstanceRow,
+        def: &crate::dsl::WorkflowDef,
+        transition: &crate::engine::Transition,
+    ) -> Result<(), Error> {
+        let crate::engine::Status::Final(outcome) = transition.status else {
+            return Ok(());
+        };
+        let keeps = def
+            .state(&transition.state)
+            .is_some_and(|s| s.keeps_payment.is_some());
+        let refunding = transition
+            .effects
+            .iter()
+            .any(|e| matches!(e.kind, crate::engine::EffectKind::Refund(_)));
+        if outcome == crate::dsl::Outcome::Completed || keeps || refunding {
+            return Ok(());
+        }
+        let held: i64 = self
+            .store
+            .payments_of(&instance.id)
+            .await?
+            .iter()
+            .filter(|p| p.state == "succeeded" && !p.late)
+            .map(|p| p.amount_fen - p.refunded_fen)
+            .sum();
+        if held > 0 {
+            let message = format!(
+                "the instance ended {} in `{}` holding {} it was paid and did not refund: refund it in the merchant platform or fix the flow (a cancel that refunds, or `keeps_payment` on the final state)",
+                outcome.as_str(),
+                transition.state,
+                Money::from_fen(held)
+            );
+            tracing::warn!(instance.id = %instance.id, "{message}");
+            self.store
+                .open_incident_for(
+                    &instance.tenant_id,
+                    &instance.id,
+                    &format!("money_held:{}", instance.id),
+                    "money_held",
+                    &message,
+                    self.now(),
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     /// Retrying a refund incident. A `closed` refund is sent again as a new

@@ -1362,6 +1362,22 @@ impl Store {
             .await?)
     }
 
+    /// Forgets a kept event that its instance refused (a guard or `set`
+    /// failed on it): it is never delivered later, and its message id may
+    /// be sent again, corrected.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn forget_kept_event(&self, tenant_id: &str, message_id: &str) -> Result<()> {
+        correlated_events::Entity::delete_many()
+            .filter(correlated_events::Column::TenantId.eq(tenant_id))
+            .filter(correlated_events::Column::MessageId.eq(message_id))
+            .filter(correlated_events::Column::Status.eq("pending"))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Active instances of a tenant with this business key.
     ///
     /// # Errors

@@ -2,18 +2,18 @@
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{text, TestApp};
 use crate::storage_test;
 
 async fn bad_requests_get_clear_errors_and_change_nothing(app: TestApp) {
     let started = app.start_follow_up("p-1", None).await;
-    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&started, "id").to_owned();
     let cases: Vec<(&str, &str, String, u16, &str)> = vec![
         ("malformed JSON", "/api/v1/instances", "{\"workflow\": ".into(), 400, "malformed_json"),
         ("unknown field", "/api/v1/instances", json!({"workflow": "follow_up_reminder", "colour": 1}).to_string(), 400, "malformed_json"),
         ("unknown workflow", "/api/v1/instances", json!({"workflow": "no_such_flow", "input": {}}).to_string(), 422, "unknown_workflow"),
         ("invalid input", "/api/v1/instances", json!({"workflow": "follow_up_reminder", "input": {"patient": {"id": "p"}, "visit_ended_at": "soon"}}).to_string(), 422, "invalid_input"),
-        ("unhandled event", &format!("/api/v1/instances/{id}/events"), json!({"type": "payment.succeeded"}).to_string(), 409, "event_not_handled"),
+        ("unhandled event", &format!("/api/v1/instances/{id}/events"), json!({"type": "lab.result"}).to_string(), 409, "event_not_handled"),
         ("event without type", &format!("/api/v1/instances/{id}/events"), json!({"payload": {}}).to_string(), 400, "malformed_json"),
         ("event on unknown instance", "/api/v1/instances/nope/events", json!({"type": "x"}).to_string(), 404, "instance_not_found"),
     ]
@@ -56,7 +56,7 @@ storage_test!(bad_requests_get_clear_errors_and_change_nothing);
 
 async fn keys_are_checked_and_tenants_are_kept_apart(app: TestApp) {
     let started = app.start_follow_up("p-2", None).await;
-    let id = started["id"].as_str().unwrap_or_default();
+    let id = text(&started, "id");
     let response = app
         .client
         .get(app.url("/api/v1/instances"))

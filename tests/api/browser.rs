@@ -7,7 +7,7 @@ use std::time::Duration as StdDuration;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{text, TestApp};
 use crate::payments::{start_registration, state_of, workflow};
 use crate::storage_test;
 
@@ -146,7 +146,7 @@ async fn the_pay_page_shows_the_insurance_split_and_updates_without_reload(app: 
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    let instance = text(&body, "id").to_owned();
     app.advance(chrono::Duration::zero()).await;
     let (message, link) = crate::payments::pay_message(&app, "p-rx1").await;
     // Self-pay 10.00 + freight 5.00 − reduction 1.00.
@@ -185,10 +185,7 @@ async fn the_med_ins_pay_page_calls_wechat_with_the_mix_number_and_shows_the_out
     let (status, body) = app.deploy(&workflow("prescription_billing")).await;
     assert!(status == 200 || status == 201, "{body}");
     let (instance, payment) = crate::med_ins::start(&app, "RXB1", true).await;
-    let mix = payment["mix_trade_no"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let mix = text(&payment, "mix_trade_no").to_owned();
     let (_, link) = crate::payments::pay_message(&app, "p-RXB1").await;
     let browser = Browser::start().await;
     browser

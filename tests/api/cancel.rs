@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{list, text, TestApp};
 use crate::storage_test;
 
 const STAY: &str = r#"
@@ -29,7 +29,7 @@ states:
       checked_out: stayed
   refunding:
     on:
-      refund.succeeded: cancelled
+      refund_confirmed: cancelled
     on_cancel:
       - send: { to: guest, template: booking_cancelled }
   cancelled: { final: cancelled }
@@ -46,16 +46,14 @@ async fn book(app: &TestApp, booking: &str) -> String {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    body["id"].as_str().unwrap_or_default().to_owned()
+    text(&body, "id").to_owned()
 }
 
 async fn history_kinds(app: &TestApp, id: &str) -> Vec<String> {
     let (_, history) = app.get(&format!("/api/v1/instances/{id}/history")).await;
-    history["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|h| h["kind"].as_str().unwrap_or_default().to_owned())
+    list(&history, "entries")
+        .iter()
+        .map(|h| text(h, "kind"))
         .collect()
 }
 
@@ -78,7 +76,7 @@ async fn a_handled_cancel_goes_through_the_flows_refund_state(app: TestApp) {
 
     // The refund completes through a correlated event; the stay ends cancelled.
     let (status, body) = app
-        .post("/api/v1/events", &json!({"type": "refund.succeeded", "correlation_key": "B-1", "message_id": "r-1", "payload": {}}))
+        .post("/api/v1/events", &json!({"type": "refund_confirmed", "correlation_key": "B-1", "message_id": "r-1", "payload": {}}))
         .await;
     assert_eq!(status, 200, "{body}");
     let (_, stay) = app.get(&format!("/api/v1/instances/{id}")).await;
@@ -135,13 +133,10 @@ async fn a_correlated_cancel_runs_on_cancel_once_where_the_state_does_not_handle
         (json!("refunding"), json!("cancelled"))
     );
     let (_, inbox) = app.get("/api/v1/inbox/g1").await;
-    let messages = inbox["messages"].as_array().cloned().unwrap_or_default();
+    let messages = list(&inbox, "messages");
     assert_eq!(messages.len(), 1, "{inbox}");
     assert!(
-        messages[0]["body"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("B-3 已取消（no refund needed）"),
+        text(&messages[0], "body").contains("B-3 已取消（no refund needed）"),
         "{inbox}"
     );
 }

@@ -4,7 +4,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{text, TestApp};
 use crate::storage_test;
 
 const PARENT: &str = r#"
@@ -41,7 +41,7 @@ async fn start_parent(app: &TestApp, patient: &str) -> (String, Value) {
         .await;
     assert_eq!(status, 201, "{parent}");
     app.advance(Duration::zero()).await;
-    let parent_id = parent["id"].as_str().unwrap_or_default().to_owned();
+    let parent_id = text(&parent, "id").to_owned();
     let (_, children) = app
         .get("/api/v1/instances?workflow=follow_up_reminder")
         .await;
@@ -69,7 +69,7 @@ async fn a_parent_starts_one_child_and_hears_when_it_completes(app: TestApp) {
         .await;
     assert_eq!(all["items"].as_array().map(Vec::len), Some(1));
 
-    let child_id = child["id"].as_str().unwrap_or_default();
+    let child_id = text(&child, "id");
     let (status, _) = app
         .post(
             &format!("/api/v1/instances/{child_id}/events"),

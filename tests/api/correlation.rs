@@ -4,7 +4,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{text, TestApp};
 use crate::storage_test;
 
 const FLOW: &str = r#"
@@ -15,7 +15,7 @@ inputs:
   registration_id: string
 correlation: registration_id
 events:
-  payment.succeeded: { keep_for: 2h }
+  cashier.paid: { keep_for: 2h }
 start: created
 states:
   created:
@@ -23,7 +23,7 @@ states:
       registration.submitted: awaiting_payment
   awaiting_payment:
     on:
-      payment.succeeded:
+      cashier.paid:
         - when: event.payload.amount == 1500
           goto: paid
     timers:
@@ -41,12 +41,12 @@ async fn deploy_and_start(app: &TestApp, registration: &str) -> String {
         .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["business_key"], registration);
-    body["id"].as_str().unwrap_or_default().to_owned()
+    text(&body, "id").to_owned()
 }
 
 async fn publish(app: &TestApp, key: &str, message_id: &str, amount: i64) -> Value {
     let (status, body) = app
-        .post("/api/v1/events", &json!({"type": "payment.succeeded", "correlation_key": key, "message_id": message_id, "payload": {"amount": amount}}))
+        .post("/api/v1/events", &json!({"type": "cashier.paid", "correlation_key": key, "message_id": message_id, "payload": {"amount": amount}}))
         .await;
     assert_eq!(status, 200, "{body}");
     body
@@ -84,7 +84,7 @@ async fn an_early_payment_callback_is_kept_and_delivered_when_the_flow_gets_ther
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|e| e["kind"] == "event" && e["detail"]["type"] == "payment.succeeded")
+        .filter(|e| e["kind"] == "event" && e["detail"]["type"] == "cashier.paid")
         .count();
     assert_eq!(payments, 1);
 }
@@ -134,12 +134,12 @@ async fn correlated_events_refuse_bad_input(app: TestApp) {
     deploy_and_start(&app, "R-5").await;
     let cases = [
         (
-            json!({"type": "payment.succeeded", "correlation_key": "R-5"}),
+            json!({"type": "cashier.paid", "correlation_key": "R-5"}),
             400,
             "malformed_json",
         ),
         (
-            json!({"type": "payment.succeeded", "correlation_key": "", "message_id": "m"}),
+            json!({"type": "cashier.paid", "correlation_key": "", "message_id": "m"}),
             400,
             "invalid_event",
         ),
@@ -170,7 +170,7 @@ async fn correlated_events_refuse_bad_input(app: TestApp) {
         .post_raw(
             "/api/v1/events",
             &app.other_key,
-            json!({"type": "payment.succeeded", "correlation_key": "R-5", "message_id": "m-other"})
+            json!({"type": "cashier.paid", "correlation_key": "R-5", "message_id": "m-other"})
                 .to_string(),
             None,
         )

@@ -3,12 +3,12 @@
 use chrono::Duration;
 use serde_json::json;
 
-use crate::helpers::{follow_up_request, runtime_on, TestApp};
+use crate::helpers::{follow_up_request, list, runtime_on, text, TestApp};
 use crate::storage_test;
 
 async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app: TestApp) {
     let started = app.start_follow_up("p-100", Some("visit-100")).await;
-    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&started, "id").to_owned();
     assert_eq!(started["state"], "waiting");
     assert_eq!(started["version"], 1);
 
@@ -26,11 +26,14 @@ async fn reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow(app:
     let (_, instance) = app.get(&format!("/api/v1/instances/{id}")).await;
     assert_eq!(instance["state"], "reminding");
     assert_eq!(instance["data"]["reminders_sent"], 1);
-    let (_, inbox) = app.get("/api/v1/inbox/p-100").await;
-    let messages = inbox["messages"].as_array().cloned().unwrap_or_default();
+    // The hospital's system relays the message to the patient: its key sees the link.
+    let (_, inbox) = app
+        .get_with("/api/v1/inbox/p-100", &app.integration_key)
+        .await;
+    let messages = list(&inbox, "messages");
     assert_eq!(messages.len(), 1);
     assert_eq!(messages[0]["title"], "复诊提醒：心内科");
-    assert!(messages[0]["body"].as_str().unwrap_or_default().contains(&format!("http://o2flow.test/book?department=%E5%BF%83%E5%86%85%E7%A7%91&doctor=%E6%9D%8E%E6%98%8E&from={id}")));
+    assert!(text(&messages[0], "body").contains(&format!("http://o2flow.test/book?department=%E5%BF%83%E5%86%85%E7%A7%91&doctor=%E6%9D%8E%E6%98%8E&from={id}")));
 
     // Settling again delivers nothing twice.
     app.advance(Duration::hours(1)).await;
@@ -104,7 +107,7 @@ storage_test!(reminder_is_sent_after_seven_days_and_rebooking_completes_the_flow
 
 async fn without_a_booking_the_flow_expires_two_weeks_after_the_reminder(app: TestApp) {
     let started = app.start_follow_up("p-200", None).await;
-    let id = started["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&started, "id").to_owned();
     app.advance(Duration::days(7)).await;
     app.advance(Duration::days(14)).await;
     let (_, instance) = app.get(&format!("/api/v1/instances/{id}")).await;
@@ -150,10 +153,7 @@ async fn pending_timers_and_unsent_outbox_rows_carry_on_after_a_restart(app: Tes
             "{party}"
         );
         let (_, row) = app
-            .get(&format!(
-                "/api/v1/instances/{}",
-                instance["id"].as_str().unwrap_or_default()
-            ))
+            .get(&format!("/api/v1/instances/{}", text(instance, "id")))
             .await;
         assert_eq!(row["state"], "reminding");
     }
@@ -161,10 +161,7 @@ async fn pending_timers_and_unsent_outbox_rows_carry_on_after_a_restart(app: Tes
     app.clock.advance(Duration::days(14));
     restarted.settle().await.unwrap_or_else(|e| panic!("{e}"));
     let (_, row) = app
-        .get(&format!(
-            "/api/v1/instances/{}",
-            a["id"].as_str().unwrap_or_default()
-        ))
+        .get(&format!("/api/v1/instances/{}", text(&a, "id")))
         .await;
     assert_eq!(row["status"], "expired");
     restarted.store().close().await;
@@ -203,7 +200,7 @@ async fn the_same_idempotency_key_returns_the_same_instance_and_another_body_con
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
     // Events honour the key too.
-    let id = created["id"].as_str().unwrap_or_default();
+    let id = text(&created, "id");
     let event = json!({"type": "consent.withdrawn"}).to_string();
     let (s1, b1) = app
         .post_raw(

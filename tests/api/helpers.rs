@@ -56,6 +56,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub key: String,
     pub viewer_key: String,
+    pub operator_key: String,
+    /// The hospital's own system: the role that relays messages (and their links) to patients.
+    pub integration_key: String,
     pub other_key: String,
     pub runtime: Arc<Runtime>,
     pub clock: Arc<ManualClock>,
@@ -145,6 +148,14 @@ impl TestApp {
             .create_api_key("acme", "viewer", now)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
+        let operator_key = store
+            .create_api_key("acme", "operator", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let integration_key = store
+            .create_api_key("acme", "integration", now)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let other_key = store
             .create_api_key("other", "admin", now)
             .await
@@ -175,6 +186,8 @@ impl TestApp {
             client: reqwest::Client::new(),
             key,
             viewer_key,
+            operator_key,
+            integration_key,
             other_key,
             runtime,
             clock,
@@ -313,6 +326,49 @@ pub fn follow_up_request(patient_id: &str, business_key: Option<&str>) -> Value 
             "visit_ended_at": "2026-11-20T15:30:00+08:00"
         }
     })
+}
+
+/// The value at a dotted path (`instance.state`, `messages.0.body`) of a
+/// JSON response; panics naming the path and the body when any step is
+/// missing, so a misspelt key fails the test instead of reading as empty.
+#[track_caller]
+pub fn at<'a>(value: &'a Value, path: &str) -> &'a Value {
+    let mut current = value;
+    for step in path.split('.') {
+        let next = match current {
+            Value::Object(object) => object.get(step),
+            Value::Array(items) => step.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        };
+        current = next.unwrap_or_else(|| panic!("no `{path}` (at `{step}`) in {value}"));
+    }
+    current
+}
+
+/// The text at `path`; panics when it is missing or not text.
+#[track_caller]
+pub fn text(value: &Value, path: &str) -> String {
+    at(value, path)
+        .as_str()
+        .unwrap_or_else(|| panic!("`{path}` is not text in {value}"))
+        .to_owned()
+}
+
+/// The list at `path`; panics when it is missing or not a list.
+#[track_caller]
+pub fn list(value: &Value, path: &str) -> Vec<Value> {
+    at(value, path)
+        .as_array()
+        .unwrap_or_else(|| panic!("`{path}` is not a list in {value}"))
+        .clone()
+}
+
+/// The whole number at `path`; panics when it is missing or not one.
+#[track_caller]
+pub fn int(value: &Value, path: &str) -> i64 {
+    at(value, path)
+        .as_i64()
+        .unwrap_or_else(|| panic!("`{path}` is not a whole number in {value}"))
 }
 
 pub async fn read(response: reqwest::Response) -> (u16, Value) {

@@ -6,7 +6,7 @@ use o2flow::store::Store;
 use o2flow::templates::Templates;
 use serde_json::json;
 
-use crate::helpers::{runtime_with, TestApp};
+use crate::helpers::{int, list, runtime_with, text, TestApp};
 use crate::storage_test;
 
 const UNHANDLED: &str = r#"
@@ -82,15 +82,12 @@ async fn a_failed_send_opens_an_incident_that_is_retried_once_the_cause_is_fixed
 
     let (status, body) = app.get("/api/v1/incidents").await;
     assert_eq!(status, 200);
-    let incidents = body["incidents"].as_array().cloned().unwrap_or_default();
+    let incidents = list(&body, "incidents");
     assert_eq!(incidents.len(), 1, "{body}");
     assert_eq!(incidents[0]["instance_id"], id.as_str());
     assert_eq!(incidents[0]["status"], "open");
-    assert!(incidents[0]["error"]
-        .as_str()
-        .unwrap_or_default()
-        .contains("missing_variable"));
-    let incident = incidents[0]["id"].as_i64().unwrap_or_default();
+    assert!(text(&incidents[0], "error").contains("missing_variable"));
+    let incident = int(&incidents[0], "id");
     let (_, history) = app.get(&format!("/api/v1/instances/{id}/history")).await;
     let kinds: Vec<&str> = history["entries"]
         .as_array()

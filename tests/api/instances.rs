@@ -3,7 +3,7 @@
 use chrono::Duration;
 use serde_json::json;
 
-use crate::helpers::{Db, TestApp};
+use crate::helpers::{list, text, Db, TestApp};
 use crate::storage_test;
 
 async fn instances_are_listed_by_filter_a_page_at_a_time(app: TestApp) {
@@ -23,7 +23,7 @@ async fn instances_are_listed_by_filter_a_page_at_a_time(app: TestApp) {
                 "/api/v1/instances?workflow=follow_up_reminder&limit=2&after={cursor}"
             ))
             .await;
-        seen += page["items"].as_array().map(Vec::len).unwrap_or(0);
+        seen += list(&page, "items").len();
         after = page["next_after"].as_str().map(str::to_owned);
     }
     assert_eq!(seen, 5);
@@ -39,7 +39,7 @@ storage_test!(instances_are_listed_by_filter_a_page_at_a_time);
 
 async fn cancel_ends_the_instance_and_its_timers_never_fire(app: TestApp) {
     let started = app.start_follow_up("p-500", None).await;
-    let id = started["id"].as_str().unwrap_or_default();
+    let id = text(&started, "id");
     let (status, body) = app
         .post(
             &format!("/api/v1/instances/{id}/cancel"),
@@ -85,10 +85,7 @@ async fn workflows_deploy_once_per_content_and_new_content_is_a_new_version(app:
     );
     assert_eq!(body["hash"].as_str().map(str::len), Some(64));
     let (_, old) = app
-        .get(&format!(
-            "/api/v1/instances/{}",
-            started["id"].as_str().unwrap_or_default()
-        ))
+        .get(&format!("/api/v1/instances/{}", text(&started, "id")))
         .await;
     assert_eq!(old["version"], 1);
     let newer = app.start_follow_up("p-601", None).await;

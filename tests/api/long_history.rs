@@ -5,7 +5,7 @@
 use o2flow::engine::Event;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{list, text, TestApp};
 use crate::storage_test;
 
 const VITALS: &str = r#"
@@ -36,7 +36,7 @@ async fn fifty_thousand_events_keep_their_order_and_every_page_reads_directly(ap
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&body, "id").to_owned();
     for n in 0..EVENTS {
         let event = Event::Named {
             event_type: "reading.taken".into(),
@@ -83,7 +83,7 @@ async fn fifty_thousand_events_keep_their_order_and_every_page_reads_directly(ap
             "/api/v1/instances/{id}/history?from={seq}&limit=3"
         ))
         .await;
-    let entries = page["entries"].as_array().cloned().unwrap_or_default();
+    let entries = list(&page, "entries");
     assert_eq!(entries.len(), 3, "{page}");
     assert_eq!(entries[0]["seq"], seq);
     assert_eq!(entries[0]["detail"]["payload"]["n"], n, "{page}");
@@ -96,7 +96,7 @@ async fn fifty_thousand_events_keep_their_order_and_every_page_reads_directly(ap
             total - 2
         ))
         .await;
-    let entries = last["entries"].as_array().cloned().unwrap_or_default();
+    let entries = list(&last, "entries");
     assert!(last["next_from"].is_null(), "{last}");
     let kinds: Vec<&str> = entries.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"finished"), "{kinds:?}");

@@ -20,6 +20,7 @@ mod migrations;
 mod nodes;
 mod payments;
 mod peers;
+mod promises;
 mod schedules;
 mod wechat_pay;
 mod wechat_vectors;

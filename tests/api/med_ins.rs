@@ -11,7 +11,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{text, TestApp};
 use crate::payments::{payments_of, state_of, with_merchant, workflow};
 use crate::storage_test;
 use crate::wechat_pay::OPENID;
@@ -52,15 +52,18 @@ pub fn prescription(id: &str, cash: bool) -> Value {
 pub async fn start(app: &TestApp, id: &str, cash: bool) -> (String, Value) {
     let (status, body) = app.post("/api/v1/instances", &prescription(id, cash)).await;
     assert_eq!(status, 201, "{body}");
-    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    let instance = text(&body, "id").to_owned();
     app.advance(Duration::zero()).await;
     let payments = payments_of(app, &instance).await;
     assert_eq!(payments.as_array().map(Vec::len), Some(1), "{payments}");
     (instance, payments[0].clone())
 }
 
-fn text(value: &Value) -> String {
-    value.as_str().unwrap_or_default().to_owned()
+fn string(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("{value} is not text"))
+        .to_owned()
 }
 
 async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
@@ -82,8 +85,8 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
         payment["bill"]["bill"]["settlement"]["payer"]["name"], "张*",
         "masked: {payment}"
     );
-    let no = text(&payment["payment"]);
-    let mix = text(&payment["mix_trade_no"]);
+    let no = string(&payment["payment"]);
+    let mix = string(&payment["mix_trade_no"]);
     assert!(mix.starts_with("MIX"), "{payment}");
     assert_eq!(m.fake.trade_state(&no).as_deref(), Some("NOTPAY"));
     // WeChat Pay decrypts the payer as the bureau knows them (RSA-OAEP under its key).
@@ -161,7 +164,7 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
     let (status, body) = app
         .post(
             &format!("/api/v1/instances/{instance}/events"),
-            &json!({"type": "refund.requested", "payload": {"reason": "处方作废", "insurance": {"pooled": "60.00"}}}),
+            &json!({"type": "cancel", "payload": {"reason": "处方作废", "insurance": {"pooled": "60.00"}}}),
         )
         .await;
     assert!((400..500).contains(&status), "{status} {body}");
@@ -179,7 +182,7 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
     let (status, body) = app
         .post(
             &format!("/api/v1/instances/{instance}/events"),
-            &json!({"type": "refund.requested", "payload": {"reason": "处方作废", "insurance": {"pooled_fund": "60.00", "personal_account": "20.00"}}}),
+            &json!({"type": "cancel", "payload": {"reason": "处方作废", "insurance": {"pooled_fund": "60.00", "personal_account": "20.00"}}}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -189,7 +192,7 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
     assert_eq!(refund["amount"], "45.00", "{payment}");
     assert_eq!(refund["insurance"]["pooled_fund"], "60.00");
     assert!(refund["insurance_reported_at"].is_string(), "{refund}");
-    let refund_no = text(&refund["refund"]);
+    let refund_no = string(&refund["refund"]);
     let reported = m.fake.med_refunds(&mix);
     assert_eq!(reported.len(), 1, "{reported:?}");
     assert_eq!(reported[0]["out_refund_no"], refund_no.as_str());
@@ -254,7 +257,7 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
     // next query finds the failure: the flow gets payment.failed and the
     // self-paid ¥45.00 goes back automatically.
     let (failing, payment) = start(&app, "RX2", true).await;
-    let mix = text(&payment["mix_trade_no"]);
+    let mix = string(&payment["mix_trade_no"]);
     m.fake.med_ins_fails(&mix).await;
     app.advance(Duration::zero()).await;
     assert_eq!(state_of(&app, &failing).await, "awaiting_payment");
@@ -273,7 +276,7 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
     assert!(payment["mix_trade_no"].is_string(), "{payment}");
     let (mix_status, self_pay, _) = m
         .fake
-        .med_order_state(&text(&payment["mix_trade_no"]))
+        .med_order_state(&string(&payment["mix_trade_no"]))
         .unwrap_or_default();
     assert_eq!(
         (mix_status.as_str(), self_pay.as_str()),
@@ -299,7 +302,7 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
         .post(&format!("/api/v1/instances/{cancelled}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
-    let mix = text(&payment["mix_trade_no"]);
+    let mix = string(&payment["mix_trade_no"]);
     assert_eq!(
         m.fake.user_pays_med_ins(&mix, NotifyMode::Normal).await,
         vec![204]
@@ -326,7 +329,7 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
     // self-paid part is refunded all the same, the report is tried again
     // hourly, and staff get one incident, not one per try.
     let (refused, payment) = start(&app, "RX5", true).await;
-    let mix = text(&payment["mix_trade_no"]);
+    let mix = string(&payment["mix_trade_no"]);
     assert_eq!(
         m.fake.user_pays_med_ins(&mix, NotifyMode::Normal).await,
         vec![204]
@@ -336,14 +339,14 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
     let (status, body) = app
         .post(
             &format!("/api/v1/instances/{refused}/events"),
-            &json!({"type": "refund.requested", "payload": {"reason": "处方作废", "insurance": {"pooled_fund": "100.00"}}}),
+            &json!({"type": "cancel", "payload": {"reason": "处方作废", "insurance": {"pooled_fund": "100.00"}}}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
     app.advance(Duration::zero()).await;
     let refund = payments_of(&app, &refused).await[0]["refunds"][0].clone();
     assert!(refund["insurance_reported_at"].is_null(), "{refund}");
-    let refund_no = text(&refund["refund"]);
+    let refund_no = string(&refund["refund"]);
     assert_eq!(
         m.fake
             .refund_completes(&refund_no, "SUCCESS", NotifyMode::Normal)

@@ -4,7 +4,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{list, text, TestApp};
 use crate::storage_test;
 
 /// Version 2 renames `reminding` to `reminded`, waits 21 days instead of 14,
@@ -30,7 +30,7 @@ async fn running_instances_move_to_a_new_version_only_when_every_state_is_mapped
     let waiting = app.start_follow_up("p-m1", None).await;
     let reminding = app.start_follow_up("p-m2", None).await;
     let done = app.start_follow_up("p-m3", None).await;
-    let done_id = done["id"].as_str().unwrap_or_default();
+    let done_id = text(&done, "id");
     app.post(
         &format!("/api/v1/instances/{done_id}/events"),
         &json!({"type": "registration.booked"}),
@@ -38,15 +38,15 @@ async fn running_instances_move_to_a_new_version_only_when_every_state_is_mapped
     .await;
     // p-m2's instance reaches `reminding`; start p-m1 later so it is still waiting.
     app.advance(Duration::days(7)).await;
-    let waiting_id = waiting["id"].as_str().unwrap_or_default().to_owned();
-    let reminding_id = reminding["id"].as_str().unwrap_or_default().to_owned();
+    let waiting_id = text(&waiting, "id").to_owned();
+    let reminding_id = text(&reminding, "id").to_owned();
     app.post(
         &format!("/api/v1/instances/{waiting_id}/events"),
         &json!({"type": "consent.withdrawn"}),
     )
     .await;
     let late = app.start_follow_up("p-m4", None).await;
-    let late_id = late["id"].as_str().unwrap_or_default().to_owned();
+    let late_id = text(&late, "id").to_owned();
 
     let response = app
         .client
@@ -66,7 +66,7 @@ async fn running_instances_move_to_a_new_version_only_when_every_state_is_mapped
     .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["applied"], false);
-    let plans = report["instances"].as_array().cloned().unwrap_or_default();
+    let plans = list(&report, "instances");
     assert_eq!(
         plans.len(),
         2,
@@ -140,11 +140,10 @@ async fn running_instances_move_to_a_new_version_only_when_every_state_is_mapped
     let (_, history) = app
         .get(&format!("/api/v1/instances/{reminding_id}/history"))
         .await;
-    let last = history["entries"]
-        .as_array()
-        .and_then(|e| e.last())
+    let last = list(&history, "entries")
+        .last()
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_else(|| panic!("no history: {history}"));
     assert_eq!(last["kind"], "migrated");
     assert_eq!(last["detail"]["to_state"], "reminded");
 

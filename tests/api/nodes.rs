@@ -4,7 +4,7 @@
 use chrono::Duration;
 use serde_json::Value;
 
-use crate::helpers::{runtime_on, TestApp};
+use crate::helpers::{list, runtime_on, text, TestApp};
 use crate::storage_test;
 
 async fn count_history(app: &TestApp, id: &str, kind: &str) -> usize {
@@ -21,7 +21,7 @@ async fn two_runtimes_on_one_database_never_do_the_same_work_twice(app: TestApp)
     let mut ids = Vec::new();
     for i in 0..40 {
         let started = app.start_follow_up(&format!("p-{i}"), None).await;
-        ids.push(started["id"].as_str().unwrap_or_default().to_owned());
+        ids.push(text(&started, "id").to_owned());
     }
     let store = o2flow::store::Store::connect(&app.database_url)
         .await
@@ -46,7 +46,7 @@ async fn two_runtimes_on_one_database_never_do_the_same_work_twice(app: TestApp)
     second_result.unwrap_or_else(|e| panic!("{e}"));
     let (_, expired) = app.get("/api/v1/instances?status=expired&limit=100").await;
     assert_eq!(expired["items"].as_array().map(Vec::len), Some(ids.len()));
-    let fired: Vec<Value> = expired["items"].as_array().cloned().unwrap_or_default();
+    let fired: Vec<Value> = list(&expired, "items");
     assert!(fired.iter().all(|i| i["state"] == "expired"));
     second.store().close().await;
 }

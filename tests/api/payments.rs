@@ -9,7 +9,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{list, text, TestApp};
 use crate::storage_test;
 
 pub fn workflow(name: &str) -> String {
@@ -34,7 +34,7 @@ pub async fn start_registration(app: &TestApp, id: &str, openid: Option<&str>) -
         .post("/api/v1/instances", &registration(id, openid))
         .await;
     assert_eq!(status, 201, "{body}");
-    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    let instance = text(&body, "id").to_owned();
     app.advance(Duration::zero()).await;
     let (message, link) = pay_message(app, &format!("p-{id}")).await;
     assert!(message.contains("¥15.00"), "{message}");
@@ -43,11 +43,12 @@ pub async fn start_registration(app: &TestApp, id: &str, openid: Option<&str>) -
 
 /// The first message in `party`'s inbox and the pay page path it links to.
 pub async fn pay_message(app: &TestApp, party: &str) -> (String, String) {
-    let (_, inbox) = app.get(&format!("/api/v1/inbox/{party}")).await;
-    let message = inbox["messages"][0]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    // The hospital's own system relays messages to patients: only its key sees the links.
+    let (status, inbox) = app
+        .get_with(&format!("/api/v1/inbox/{party}"), &app.integration_key)
+        .await;
+    assert_eq!(status, 200, "{inbox}");
+    let message = text(&inbox, "messages.0.body");
     let link = message
         .split(['：', ' ', '\n'])
         .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
@@ -58,7 +59,7 @@ pub async fn pay_message(app: &TestApp, party: &str) -> (String, String) {
 
 pub async fn state_of(app: &TestApp, instance: &str) -> String {
     let (_, body) = app.get(&format!("/api/v1/instances/{instance}")).await;
-    body["state"].as_str().unwrap_or_default().to_owned()
+    text(&body, "state").to_owned()
 }
 
 pub async fn payments_of(app: &TestApp, instance: &str) -> Value {
@@ -225,10 +226,7 @@ pub async fn with_merchant_verifying(app: &TestApp, certificates: bool) -> Merch
 use o2flow::runtime::Clock;
 
 pub async fn payment_no(app: &TestApp, instance: &str) -> String {
-    payments_of(app, instance).await[0]["payment"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+    text(&payments_of(app, instance).await, "0.payment").to_owned()
 }
 
 fn count_events(history: &Value, event_type: &str) -> usize {
@@ -300,10 +298,7 @@ async fn wechat_payment_callback_refund_and_refund_callback(app: TestApp) {
     app.advance(Duration::zero()).await;
     assert_eq!(state_of(&app, &instance).await, "refunding");
     let payments = payments_of(&app, &instance).await;
-    let refund_no = payments[0]["refunds"][0]["refund"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let refund_no = text(&payments, "0.refunds.0.refund").to_owned();
     assert_eq!(
         payments[0]["refunds"][0]["status"], "processing",
         "{payments}"
@@ -433,10 +428,7 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
     assert_eq!(payments[0]["late"], true);
     assert_eq!(payments[0]["refunds"][0]["automatic"], true);
     assert_eq!(payments[0]["refunds"][0]["amount"], "15.00");
-    let refund_no = payments[0]["refunds"][0]["refund"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let refund_no = text(&payments, "0.refunds.0.refund").to_owned();
     // The refund completes without a callback: found by reconciliation.
     assert!(m
         .fake
@@ -497,10 +489,7 @@ async fn abnormal_refund_opens_an_incident_and_system_errors_are_retried(app: Te
         .await;
     assert_eq!(status, 200, "{body}");
     app.advance(Duration::zero()).await;
-    let refund_no = payments_of(&app, &instance).await[0]["refunds"][0]["refund"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let refund_no = text(&payments_of(&app, &instance).await, "0.refunds.0.refund").to_owned();
     assert_eq!(
         m.fake
             .refund_completes(&refund_no, "ABNORMAL", NotifyMode::Normal)
@@ -514,10 +503,7 @@ async fn abnormal_refund_opens_an_incident_and_system_errors_are_retried(app: Te
         "abnormal"
     );
     let (_, incidents) = app.get("/api/v1/incidents").await;
-    let incidents = incidents["incidents"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let incidents = list(&incidents, "incidents");
     assert!(
         incidents
             .iter()
@@ -561,15 +547,12 @@ async fn an_early_payment_waits_for_the_flow_and_a_native_order_has_a_qr(app: Te
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    let instance = text(&body, "id").to_owned();
     app.advance(Duration::zero()).await;
     let payments = payments_of(&app, &instance).await;
     assert_eq!(payments[0]["scene"], "native");
     assert_eq!(payments[0]["amount"], "388.00");
-    let no = payments[0]["payment"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let no = text(&payments, "0.payment").to_owned();
     // The guest pays before the flow waits for it: kept, not refunded.
     assert_eq!(m.fake.user_pays(&no, NotifyMode::Normal).await, vec![204]);
     app.advance(Duration::zero()).await;
@@ -611,10 +594,11 @@ async fn a_bill_that_does_not_add_up_is_refused_and_merchants_show_no_secret(app
         )
         .await;
     assert_eq!(status, 422, "{body}");
-    assert_eq!(body["error"], "invalid_input");
-    let problem = body["details"]["problems"][0]["message"]
-        .as_str()
-        .unwrap_or_default();
+    assert_eq!(
+        body["error"], "bad_bill",
+        "the code docs/payments.md promises"
+    );
+    let problem = text(&body, "details.problems.0.message");
     assert!(
         problem.contains("3000") && problem.contains("2500"),
         "{problem}"
@@ -716,10 +700,7 @@ async fn a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_r
         .await;
     assert_eq!(status, 200, "{body}");
     app.advance(Duration::zero()).await;
-    let first = payments_of(&app, &instance).await[0]["refunds"][0]["refund"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let first = text(&payments_of(&app, &instance).await, "0.refunds.0.refund").to_owned();
     // WeChat Pay closes the refund (not enough balance): the flow hears
     // refund.failed, the amount is owed again, an incident opens.
     assert_eq!(
@@ -759,12 +740,9 @@ async fn a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_r
         .await;
     assert_eq!(status, 409, "retried once");
     let payments = payments_of(&app, &instance).await;
-    let refunds = payments[0]["refunds"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let refunds = list(&payments, "0.refunds");
     assert_eq!(refunds.len(), 2, "{payments}");
-    let second = refunds[1]["refund"].as_str().unwrap_or_default().to_owned();
+    let second = text(&refunds[1], "refund").to_owned();
     assert_ne!(second, first);
     assert_eq!(refunds[1]["amount"], "15.00");
     assert_eq!(refunds[1]["status"], "processing");
@@ -789,6 +767,14 @@ async fn a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_r
         .collect();
     assert_eq!(posts.len(), 2, "{posts:?}");
     assert!(posts[0].contains(&first) && posts[1].contains(&second));
+    // The flow waited for the incident's outcome instead of ending failed:
+    // the money is back, and so the registration ends refunded.
+    let (_, shown) = app.get(&format!("/api/v1/instances/{instance}")).await;
+    assert_eq!(
+        (text(&shown, "state"), text(&shown, "status")),
+        ("refunded".to_owned(), "cancelled".to_owned()),
+        "{shown}"
+    );
     m.stop().await;
 }
 storage_test!(a_closed_refund_is_sent_again_under_a_new_number_when_its_incident_is_retried);
@@ -811,7 +797,7 @@ async fn booked_room(
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let instance = body["id"].as_str().unwrap_or_default().to_owned();
+    let instance = text(&body, "id").to_owned();
     app.advance(Duration::zero()).await;
     let (message, link) = pay_message(app, &format!("g-{id}")).await;
     assert!(
@@ -855,7 +841,7 @@ async fn a_room_booking_refunds_by_when_it_is_cancelled(app: TestApp) {
         .await;
     assert_eq!(status, 200, "{body}");
     app.advance(Duration::zero()).await;
-    assert_eq!(state_of(&app, &late).await, "cancelled");
+    assert_eq!(state_of(&app, &late).await, "cancelled_first_night_kept");
     let payments = payments_of(&app, &late).await;
     assert_eq!(payments[0]["refunded"], "784.00", "{payments}");
     // One night, cancelled late: nothing to refund, the booking just ends.
@@ -864,7 +850,7 @@ async fn a_room_booking_refunds_by_when_it_is_cancelled(app: TestApp) {
         .post(&format!("/api/v1/instances/{single}/cancel"), &json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(state_of(&app, &single).await, "cancelled");
+    assert_eq!(state_of(&app, &single).await, "cancelled_late");
     assert_eq!(payments_of(&app, &single).await[0]["refunded"], "0.00");
     // Never came: a no-show 22 hours after the check-in time, the stay kept.
     let absent = booked_room(&app, "BK4", 2, now + Duration::hours(2)).await;
@@ -876,5 +862,8 @@ async fn a_room_booking_refunds_by_when_it_is_cancelled(app: TestApp) {
         "{shown}"
     );
     assert_eq!(payments_of(&app, &absent).await[0]["refunded"], "0.00");
+    // Each of them says why it keeps the money: no money_held incident.
+    let (_, incidents) = app.get("/api/v1/incidents?status=all").await;
+    assert_eq!(incidents["incidents"], json!([]), "{incidents}");
 }
 storage_test!(a_room_booking_refunds_by_when_it_is_cancelled);

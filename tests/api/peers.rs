@@ -6,8 +6,11 @@
 //! serve `/v3/certificates` it can use, keep WeChat Pay's order and refund
 //! rules, and send notifications its `callback()` verifies and decrypts
 //! (and a probe it refuses). So the fake o2flow is tested against behaves
-//! like WeChat Pay to a client that is not ours.
+//! like WeChat Pay to a client that is not ours. Without the SDK in
+//! `python3`, the test makes a virtual environment for it under the target
+//! directory the first time.
 
+use crate::helpers::text;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -19,11 +22,57 @@ use crate::wechat_pay::PUB_KEY_ID;
 
 const PEER: &str = "tests/peers/wechatpayv3_peer.py";
 
+/// A Python that has the SDK: `python3` when it is installed there (as
+/// `.ci/run` does), else a virtual environment under the target directory,
+/// made and filled from `tests/peers/requirements.txt` the first time, so
+/// `cargo test` passes on a fresh machine.
+fn peer_python() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let has_sdk = |python: &std::path::Path| {
+                std::process::Command::new(python)
+                    .args(["-c", "import wechatpayv3"])
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            };
+            let system = std::path::PathBuf::from("python3");
+            if has_sdk(&system) {
+                return system;
+            }
+            let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("peer-venv");
+            let python = venv.join("bin/python");
+            if !has_sdk(&python) {
+                let run = |command: &mut std::process::Command| {
+                    let status = command
+                        .status()
+                        .unwrap_or_else(|e| panic!("python3 must be installed: {e}"));
+                    assert!(status.success(), "{command:?} failed");
+                };
+                run(std::process::Command::new("python3")
+                    .args(["-m", "venv"])
+                    .arg(&venv));
+                run(std::process::Command::new(&python).args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    "-r",
+                    "tests/peers/requirements.txt",
+                ]));
+            }
+            python
+        })
+        .clone()
+}
+
 /// Runs the peer and returns its JSON lines.
 async fn python(args: Vec<String>, stdin: String) -> Vec<Value> {
     let output = tokio::task::spawn_blocking(move || {
         use std::io::Write;
-        let mut child = std::process::Command::new("python3")
+        let mut child = std::process::Command::new(peer_python())
             .arg(PEER)
             .args(&args)
             .stdin(std::process::Stdio::piped())
@@ -140,7 +189,7 @@ async fn the_python_sdk_talks_to_the_fake_as_to_wechat_pay() {
     .await;
     let pay = step(&lines, "pay");
     assert_eq!(pay["code"], 200, "{lines:?}");
-    let prepay = pay["body"]["prepay_id"].as_str().unwrap_or_default();
+    let prepay = text(pay, "body.prepay_id");
     assert!(prepay.starts_with("wx"), "{pay}");
     assert_eq!(step(&lines, "pay_again")["body"]["prepay_id"], prepay);
     let other = step(&lines, "pay_other_amount");

@@ -5,7 +5,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::TestApp;
+use crate::helpers::{list, text, TestApp};
 use crate::storage_test;
 
 const SWEEP: &str = r#"
@@ -31,8 +31,8 @@ states:
 "#;
 
 async fn sweeps(app: &TestApp) -> Vec<Value> {
-    let (_, list) = app.get("/api/v1/instances?workflow=daily_sweep").await;
-    list["items"].as_array().cloned().unwrap_or_default()
+    let (_, page) = app.get("/api/v1/instances?workflow=daily_sweep").await;
+    list(&page, "items")
 }
 
 async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_replace_it(
@@ -56,7 +56,7 @@ async fn a_daily_schedule_starts_one_instance_a_day_at_local_time_and_redeploys_
 
     // 09:00 in Shanghai: the repeating timer fires and re-arms for tomorrow.
     app.advance(Duration::hours(1)).await;
-    let id = started[0]["id"].as_str().unwrap_or_default().to_owned();
+    let id = text(&started[0], "id").to_owned();
     let (_, first) = app.get(&format!("/api/v1/instances/{id}")).await;
     assert_eq!(first["data"]["rounds"], 1);
     let due: Vec<&str> = first["timers"]

@@ -7,6 +7,7 @@
 //! compressed schedule; 429 retried with the same body; platform-certificate
 //! mode (download, verify, both keys held during a switch).
 
+use crate::helpers::text;
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
@@ -94,9 +95,9 @@ async fn receive(
     let envelope: Value = serde_json::from_slice(&body).unwrap_or_default();
     let resource = &envelope["resource"];
     let Ok(plain) = api_key().decrypt(
-        resource["nonce"].as_str().unwrap_or_default(),
-        resource["associated_data"].as_str().unwrap_or_default(),
-        resource["ciphertext"].as_str().unwrap_or_default(),
+        &text(resource, "nonce"),
+        &text(resource, "associated_data"),
+        &text(resource, "ciphertext"),
     ) else {
         return HttpResponse::BadRequest()
             .json(serde_json::json!({"code": "FAIL", "message": "decrypt"}));
@@ -582,18 +583,12 @@ async fn certificate_mode_downloads_and_verifies_and_holds_both_keys_during_a_sw
     let certificates = o2flow::wechat::pay::client::read_certificates(
         &api_key(),
         &header,
-        vector["response"]["body"]
-            .as_str()
-            .unwrap_or_default()
-            .as_bytes(),
+        text(&vector, "response.body").as_bytes(),
     )
     .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(certificates.len(), 1);
     assert_eq!(certificates[0].serial_no, CERT_SERIAL);
-    let mut tampered = vector["response"]["body"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let mut tampered = text(&vector, "response.body").to_owned();
     tampered = tampered.replace("2046", "2047");
     assert!(o2flow::wechat::pay::client::read_certificates(
         &api_key(),

@@ -2,6 +2,7 @@
 //! project's shared vectors, computed with OpenSSL, Python `cryptography`,
 //! PyCryptodome and wechatpayv3): our code must reproduce every byte.
 
+use crate::helpers::list;
 use o2flow::wechat::pay::crypto::{
     authorization, pay_sign_message, request_message, response_message, ApiV3Key, CryptoError,
     MerchantKey, PlatformKeys, VerifyingKey,
@@ -30,7 +31,7 @@ fn s(value: &Value) -> &str {
 }
 
 fn cases(file: &Value) -> Vec<Value> {
-    file["cases"].as_array().cloned().unwrap_or_default()
+    list(file, "cases")
 }
 
 fn merchant_key() -> MerchantKey {
@@ -409,7 +410,7 @@ fn official_account_safe_mode_decrypts_encrypts_and_refuses() {
             .unwrap_or_else(|_| panic!("random16"))
     };
     let mut incoming = vec![file["incoming"].clone()];
-    incoming.extend(file["extra_cases"].as_array().cloned().unwrap_or_default());
+    incoming.extend(list(&file, "extra_cases"));
     for case in &incoming {
         let name = s(&case["name"]);
         let xml = mode
@@ -447,11 +448,7 @@ fn official_account_safe_mode_decrypts_encrypts_and_refuses() {
         ),
         s(&reply["msg_signature"])
     );
-    for case in file["negative_cases"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
+    for case in list(&file, "negative_cases") {
         let name = s(&case["name"]);
         let account_mode = match case["configured_appid"].as_str() {
             Some(appid) => {

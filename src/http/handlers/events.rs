@@ -1,4 +1,6 @@
 use actix_web::{web, HttpResponse};
+
+use super::{check_event_type, parse_json};
 use serde_json::json;
 
 use crate::http::auth::{Caller, WRITERS};
@@ -23,11 +25,11 @@ fn check(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
 pub async fn publish(
     state: web::Data<AppState>,
     caller: Caller,
-    body: web::Json<PublishEvent>,
+    body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&WRITERS)?;
-    let body = body.into_inner();
-    check("type", &body.event_type, 100)?;
+    let (body, _): (PublishEvent, String) = parse_json(&body)?;
+    check_event_type(&body.event_type)?;
     check("correlation_key", &body.correlation_key, 200)?;
     check("message_id", &body.message_id, 200)?;
     let message_id = body.message_id.clone();

@@ -1,6 +1,6 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use super::idempotency;
+use super::{check_event_type, idempotency, parse_json};
 use crate::engine::Event;
 use crate::http::auth::{Caller, WRITERS};
 use crate::http::dto::{
@@ -11,20 +11,6 @@ use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::runtime::StartRequest;
 use crate::store::InstanceFilter;
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, String), ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-    })?;
-    let canonical = value.to_string();
-    let parsed = serde_json::from_value(value).map_err(|e| {
-        ApiError::bad_request(
-            "malformed_json",
-            format!("the body is not the JSON expected: {e}"),
-        )
-    })?;
-    Ok((parsed, canonical))
-}
 
 async fn load(
     state: &AppState,
@@ -40,6 +26,20 @@ async fn load(
         .ok_or_else(|| {
             ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
         })
+}
+
+/// The instance as the caller may see it: personal data masked for staff keys.
+fn view(
+    caller: &Caller,
+    row: &crate::store::InstanceRow,
+    timers: Option<&[crate::store::TimerRow]>,
+) -> Instance {
+    let mut instance = Instance::from_row(row, timers);
+    if !caller.sees_personal_data() {
+        crate::domain::party::mask_personal(&mut instance.input);
+        crate::domain::party::mask_personal(&mut instance.data);
+    }
+    instance
 }
 
 /// `POST /api/v1/instances`: start an instance. 201 when created, 200
@@ -67,7 +67,7 @@ pub async fn create(
             },
         )
         .await?;
-    let body = Instance::from_row(&row, None);
+    let body = view(&caller, &row, None);
     Ok(if created {
         HttpResponse::Created().json(body)
     } else {
@@ -88,7 +88,7 @@ pub async fn get(
         .timers_of(&row.id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(Instance::from_row(&row, Some(&timers))))
+    Ok(HttpResponse::Ok().json(view(&caller, &row, Some(&timers))))
 }
 
 /// `GET /api/v1/instances?workflow=&state=&status=&business_key=&after=&limit=`.
@@ -126,7 +126,7 @@ pub async fn list(
         None
     };
     Ok(HttpResponse::Ok().json(InstanceList {
-        items: rows.iter().map(|r| Instance::from_row(r, None)).collect(),
+        items: rows.iter().map(|r| view(&caller, r, None)).collect(),
         next_after,
     }))
 }
@@ -152,6 +152,12 @@ pub async fn history(
         .iter()
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .map(dto::HistoryEntry::from)
+        .map(|mut entry| {
+            if !caller.sees_personal_data() {
+                crate::domain::party::mask_personal(&mut entry.detail);
+            }
+            entry
+        })
         .collect();
     let next_from = if more {
         entries.last().map(|e| e.seq + 1)
@@ -178,7 +184,7 @@ async fn apply(
         .await?;
     Ok(HttpResponse::Ok().json(EventApplied {
         applied: result.applied,
-        instance: Instance::from_row(&result.instance, None),
+        instance: view(caller, &result.instance, None),
     }))
 }
 
@@ -192,12 +198,7 @@ pub async fn event(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&WRITERS)?;
     let (posted, canonical): (PostEvent, String) = parse_json(&body)?;
-    if posted.event_type.is_empty() || posted.event_type.len() > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_event",
-            "`type` must be 1 to 100 characters",
-        ));
-    }
+    check_event_type(&posted.event_type)?;
     let idempotency = idempotency(&request, &canonical)?;
     let event = Event::Named {
         event_type: posted.event_type,

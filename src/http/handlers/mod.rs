@@ -36,3 +36,32 @@ pub fn idempotency(
         crate::store::sha256_hex(canonical.as_bytes()),
     )))
 }
+
+/// Parses a JSON body whatever its `Content-Type` (every endpoint takes
+/// JSON the same way) and returns it with its canonical text, which
+/// idempotency hashes.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<(T, String), ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let canonical = value.to_string();
+    let parsed = serde_json::from_value(value).map_err(|e| {
+        ApiError::bad_request(
+            "malformed_json",
+            format!("the body is not the JSON expected: {e}"),
+        )
+    })?;
+    Ok((parsed, canonical))
+}
+
+/// An event type as the DSL writes them: lower-case words joined by dots
+/// (`visit.completed`), at most 100 characters.
+pub fn check_event_type(event_type: &str) -> Result<(), ApiError> {
+    if event_type.len() > 100 || !crate::dsl::is_event_name(event_type) {
+        return Err(ApiError::bad_request(
+            "invalid_event",
+            format!("`type` must be lower-case words joined by dots, such as `visit.completed` (1 to 100 characters), got {event_type:?}"),
+        ));
+    }
+    Ok(())
+}
