@@ -103,7 +103,7 @@ impl Expr {
     /// A runtime error (a missing field, a type mismatch), as text.
     pub fn eval(&self, scope: &Scope) -> Result<Value, String> {
         let mut context = Context::with_env(ENV.clone());
-        register_functions(&mut context);
+        register_functions(&mut context, scope.time_zone);
         for (name, value) in &scope.variables {
             context.add_variable_from_value(name.as_str(), value.clone());
         }
@@ -155,10 +155,22 @@ impl Expr {
     }
 }
 
-/// The variables an expression is evaluated with.
-#[derive(Default, Clone)]
+/// The variables an expression is evaluated with, and the time zone
+/// `local_time` uses when it is given none (the tenant's; Asia/Shanghai
+/// unless set).
+#[derive(Clone)]
 pub struct Scope {
     variables: Vec<(String, Value)>,
+    pub time_zone: chrono_tz::Tz,
+}
+
+impl Default for Scope {
+    fn default() -> Scope {
+        Scope {
+            variables: Vec::new(),
+            time_zone: chrono_tz::Asia::Shanghai,
+        }
+    }
 }
 
 impl Scope {
@@ -227,7 +239,7 @@ fn to_json(value: &Value) -> Option<serde_json::Value> {
     })
 }
 
-fn register_functions(context: &mut Context<'_, '_>) {
+fn register_functions(context: &mut Context<'_, '_>, default_zone: chrono_tz::Tz) {
     fn duration_of(unit: i64, args: &[Value]) -> Result<Value, ExecutionError> {
         match args {
             [Value::Int(n)] => n
@@ -257,36 +269,47 @@ fn register_functions(context: &mut Context<'_, '_>) {
             _ => Err(ExecutionError::function_error("fen", "expects one integer")),
         }
     });
-    let _ = context.add_function("local_time", |cel::extractors::Arguments(args)| {
-        local_time(&args)
+    let _ = context.add_function("local_time", move |cel::extractors::Arguments(args)| {
+        local_time(&args, default_zone)
     });
 }
 
-fn local_time(args: &[Value]) -> Result<Value, ExecutionError> {
+fn local_time(args: &[Value], default_zone: chrono_tz::Tz) -> Result<Value, ExecutionError> {
     let fail = |why: &str| ExecutionError::function_error("local_time", why);
     let (ts, clock, zone) = match args {
-        [Value::Timestamp(ts), Value::String(clock)] => (ts, clock.as_str(), DEFAULT_TIME_ZONE),
+        [Value::Timestamp(ts), Value::String(clock)]
+        | [Value::Timestamp(ts), Value::String(clock), Value::Null] => (ts, clock.as_str(), ""),
         [Value::Timestamp(ts), Value::String(clock), Value::String(zone)] => {
             (ts, clock.as_str(), zone.as_str())
-        }
-        [Value::Timestamp(ts), Value::String(clock), Value::Null] => {
-            (ts, clock.as_str(), DEFAULT_TIME_ZONE)
         }
         _ => return Err(fail("expects (timestamp, \"HH:MM\", time zone)")),
     };
     let zone: chrono_tz::Tz = if zone.is_empty() {
-        chrono_tz::Asia::Shanghai
+        default_zone
     } else {
         zone.parse().map_err(|_| fail("unknown time zone"))?
     };
     let time = NaiveTime::parse_from_str(clock, "%H:%M").map_err(|_| fail("time must be HH:MM"))?;
     let local_date = ts.with_timezone(&zone).date_naive();
-    let local = zone
-        .from_local_datetime(&local_date.and_time(time))
-        .earliest()
-        .ok_or_else(|| fail("that local time does not exist"))?;
-    let fixed: DateTime<FixedOffset> = local.fixed_offset();
+    let fixed: DateTime<FixedOffset> = wall_clock(zone, local_date.and_time(time)).fixed_offset();
     Ok(Value::Timestamp(fixed))
+}
+
+/// A wall-clock time in `zone`. In an autumn overlap the earlier of the two
+/// instants; in a spring gap (02:30 on 2027-03-14 in New York) the time is
+/// moved forward by the gap, as calendars do (RFC 5545): 03:30.
+pub fn wall_clock(zone: chrono_tz::Tz, local: chrono::NaiveDateTime) -> DateTime<chrono_tz::Tz> {
+    if let Some(at) = zone.from_local_datetime(&local).earliest() {
+        return at;
+    }
+    // Read the wall time with the offset in force before the gap.
+    use chrono::Offset;
+    let before = zone
+        .offset_from_local_datetime(&(local - chrono::Duration::hours(6)))
+        .earliest()
+        .map_or(0, |offset| offset.fix().local_minus_utc());
+    let utc = local - chrono::Duration::seconds(i64::from(before));
+    zone.from_utc_datetime(&utc)
 }
 
 fn collect_variables(expr: &Ast, out: &mut BTreeSet<String>) {
@@ -397,6 +420,35 @@ mod tests {
         assert_eq!(
             value.map(|v| v.eval_json(&scope())),
             Some(Ok(serde_json::json!(3)))
+        );
+    }
+
+    #[test]
+    fn a_wall_clock_time_in_a_spring_gap_moves_forward_and_the_default_zone_is_the_scopes() {
+        let mut scope = Scope {
+            time_zone: chrono_tz::America::New_York,
+            ..Scope::default()
+        };
+        scope.set(
+            "at",
+            timestamp(
+                DateTime::parse_from_rfc3339("2027-03-14T12:00:00Z")
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_default(),
+            ),
+        );
+        let gap = Expr::compile("local_time(at, \"02:30\")").unwrap_or_else(|e| panic!("{e:?}"));
+        // 02:30 does not exist that night in New York: 03:30 EDT, 07:30 UTC.
+        assert_eq!(
+            gap.eval_json(&scope).unwrap_or_else(|e| panic!("{e}")),
+            serde_json::json!("2027-03-14T07:30:00Z")
+        );
+        let berlin =
+            Expr::compile("local_time(at, \"10:00\", null)").unwrap_or_else(|e| panic!("{e:?}"));
+        scope.time_zone = chrono_tz::Europe::Berlin;
+        assert_eq!(
+            berlin.eval_json(&scope).unwrap_or_else(|e| panic!("{e}")),
+            serde_json::json!("2027-03-14T09:00:00Z")
         );
     }
 

@@ -68,6 +68,9 @@ pub struct Instance<'a> {
     pub business_key: Option<&'a str>,
     /// The instance that started this one with a `start` action.
     pub parent_id: Option<&'a str>,
+    /// The tenant's time zone: the default of `local_time` and of `every`
+    /// timers that name no zone.
+    pub time_zone: chrono_tz::Tz,
 }
 
 /// Something that happens to an instance.

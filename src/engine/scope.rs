@@ -34,10 +34,12 @@ pub struct ScopeParts<'a> {
     pub event: &'a serde_json::Value,
     pub instance: &'a serde_json::Value,
     pub now: DateTime<Utc>,
+    pub time_zone: chrono_tz::Tz,
 }
 
 pub fn build(parts: &ScopeParts<'_>) -> Scope {
     let mut scope = Scope::default();
+    scope.time_zone = parts.time_zone;
     for (name, field) in parts.inputs {
         let value = parts.input.get(name).unwrap_or(&serde_json::Value::Null);
         scope.set(name, typed(Some(field), value));

@@ -119,9 +119,10 @@ pub fn start(
     business_key: Option<&str>,
     parent_id: Option<&str>,
     now: DateTime<Utc>,
+    time_zone: chrono_tz::Tz,
 ) -> Result<Started, Error> {
     let input = normalize_input(def, input)?;
-    let business_key = business_key_of(def, &input, business_key, now)?;
+    let business_key = business_key_of(def, &input, business_key, now, time_zone)?;
     let business_key = business_key.as_deref();
     let mut data = serde_json::Map::new();
     for (name, field) in &def.data {
@@ -140,6 +141,7 @@ pub fn start(
         parent_id,
         was_final: false,
         revision: 0,
+        time_zone,
         now,
         event: json!({"type": "start", "payload": {}}),
         state: String::new(),
@@ -178,6 +180,7 @@ fn business_key_of(
     input: &Json,
     given: Option<&str>,
     now: DateTime<Utc>,
+    time_zone: chrono_tz::Tz,
 ) -> Result<Option<String>, Error> {
     let Some(correlation) = &def.correlation else {
         return Ok(given.map(str::to_owned));
@@ -192,6 +195,7 @@ fn business_key_of(
         event: &json!({"type": "start", "payload": {}}),
         instance: &instance,
         now,
+        time_zone,
     });
     let key = match correlation.eval_json(&scope).map_err(Error::Expression)? {
         Json::String(text) if !text.is_empty() => text,
@@ -246,6 +250,7 @@ pub fn step(
         parent_id: instance.parent_id,
         was_final: instance.status.is_final(),
         revision: instance.revision,
+        time_zone: instance.time_zone,
         now,
         event: event_json.clone(),
         state: instance.state.to_owned(),
@@ -366,7 +371,9 @@ pub fn step(
                     run.take(timer.goto.as_deref(), &timer.actions, &site)?;
                     // A repeating timer of a state the instance stays in is re-armed.
                     if let (Due::Every(cron), None) = (&timer.due, &timer.goto) {
-                        if let Some(due_at) = cron.next_after(now) {
+                        if let Some(due_at) =
+                            cron.with_default_zone(instance.time_zone).next_after(now)
+                        {
                             run.history.push(HistoryEntry {
                                 kind: "timer_set",
                                 detail: json!({"state": instance.state, "index": index, "due_at": due_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
@@ -417,6 +424,8 @@ struct Run<'a> {
     was_final: bool,
     /// The revision the step is planned from (0 at start).
     revision: i64,
+    /// The tenant's time zone.
+    time_zone: chrono_tz::Tz,
     now: DateTime<Utc>,
     event: Json,
     state: String,
@@ -440,6 +449,7 @@ impl Run<'_> {
             event: &self.event,
             instance: &instance,
             now: self.now,
+            time_zone: self.time_zone,
         })
     }
 
@@ -499,10 +509,12 @@ impl Run<'_> {
                 Due::After(duration) => self.now + *duration,
                 Due::At(expr) => expr.eval_time(&scope).map_err(Error::Expression)?,
                 // Validation refused cron expressions that never fire.
-                Due::Every(cron) => match cron.next_after(self.now) {
-                    Some(next) => next,
-                    None => continue,
-                },
+                Due::Every(cron) => {
+                    match cron.with_default_zone(self.time_zone).next_after(self.now) {
+                        Some(next) => next,
+                        None => continue,
+                    }
+                }
             };
             self.history.push(HistoryEntry {
                 kind: "timer_set",

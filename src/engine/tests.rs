@@ -54,6 +54,7 @@ impl Stored {
             revision: self.revision,
             business_key: None,
             parent_id: None,
+            time_zone: chrono_tz::Asia::Shanghai,
         }
     }
 
@@ -69,7 +70,16 @@ impl Stored {
 fn started(def: &WorkflowDef) -> (Stored, Transition) {
     let Started {
         input, transition, ..
-    } = start(def, "i1", &input(), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(
+        def,
+        "i1",
+        &input(),
+        None,
+        None,
+        now(),
+        chrono_tz::Asia::Shanghai,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: transition.state.clone(),
         status: transition.status,
@@ -118,6 +128,7 @@ fn start_refuses_bad_input_listing_every_problem() {
         None,
         None,
         now(),
+        chrono_tz::Asia::Shanghai,
     )
     .err();
     let Some(Error::InvalidInput(problems)) = error else {
@@ -266,8 +277,16 @@ fn stay() -> (WorkflowDef, Stored) {
     let (def, diagnostics) = validate("stay.yaml", STAY, &Catalog::default());
     assert_eq!(diagnostics, vec![]);
     let def = def.unwrap_or_else(|| panic!("no definition"));
-    let Started { transition, .. } =
-        start(&def, "i1", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+    let Started { transition, .. } = start(
+        &def,
+        "i1",
+        &json!({}),
+        None,
+        None,
+        now(),
+        chrono_tz::Asia::Shanghai,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: transition.state.clone(),
         status: transition.status,
@@ -367,7 +386,16 @@ fn guards_pick_the_first_transition_that_holds_and_internal_transitions_keep_the
         input,
         transition: first,
         ..
-    } = start(&def, "g", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(
+        &def,
+        "g",
+        &json!({}),
+        None,
+        None,
+        now(),
+        chrono_tz::Asia::Shanghai,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let mut stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -401,7 +429,16 @@ fn a_self_transition_re_enters_and_re_arms_timers() {
         input,
         transition: first,
         ..
-    } = start(&def, "g", &json!({}), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+    } = start(
+        &def,
+        "g",
+        &json!({}),
+        None,
+        None,
+        now(),
+        chrono_tz::Asia::Shanghai,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let stored = Stored {
         state: first.state.clone(),
         status: first.status,
@@ -430,7 +467,7 @@ proptest! {
     #[test]
     fn no_event_sequence_leaves_the_declared_states(choices in proptest::collection::vec(0usize..7, 0..40)) {
         for def in [follow_up(), guarded()] {
-            let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, None, now()).unwrap_or_else(|e| panic!("{e}"));
+            let Started { input, transition: first, .. } = start(&def, "p", &input_for(&def), None, None, now(), chrono_tz::Asia::Shanghai).unwrap_or_else(|e| panic!("{e}"));
             let mut stored = Stored { state: first.state.clone(), status: first.status, input, data: first.data.clone(), entry_seq: first.entry_seq, revision: 1 };
             let mut events: Vec<String> = def.states.values().flat_map(|s| s.on.keys().cloned()).collect();
             events.push("unknown.event".into());
@@ -496,6 +533,7 @@ fn each_occurrence_of_an_internal_transition_gets_its_own_effect_key_and_a_repla
         None,
         None,
         now(),
+        chrono_tz::Asia::Shanghai,
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut stored = Stored {

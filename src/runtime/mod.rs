@@ -172,7 +172,12 @@ pub struct Runtime {
     /// Requests with one Idempotency-Key, and events for one business key,
     /// run one at a time on this node.
     locks: locks::KeyedLocks,
+    /// Tenants' time zones, with when they were read.
+    zones: RwLock<HashMap<String, (std::time::Instant, chrono_tz::Tz)>>,
 }
+
+/// How long a tenant's time zone is cached.
+const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `(message_id, instance_id)` delivered, and `(message_id, why)` refused.
 type Dispatched = (Vec<(String, String)>, Vec<(String, engine::Error)>);
@@ -223,6 +228,7 @@ impl Runtime {
             payments: payments::PaymentsState::default(),
             reconcile_every: options.reconcile_every,
             locks: locks::KeyedLocks::default(),
+            zones: RwLock::new(HashMap::new()),
         }
     }
 
@@ -295,6 +301,9 @@ impl Runtime {
         {
             return Err(Error::TenantNotFound(tenant_id.to_owned()));
         }
+        if let Ok(mut zones) = self.zones.write() {
+            zones.remove(tenant_id);
+        }
         let mut definitions: Vec<i64> = self
             .store
             .schedules(tenant_id)
@@ -317,12 +326,30 @@ impl Runtime {
         Ok(())
     }
 
-    /// The tenant's time zone (Asia/Shanghai unless set otherwise).
+    /// The tenant's time zone (Asia/Shanghai unless set otherwise): the
+    /// default of expressions, templates, timers and pages. Cached for
+    /// `ZONE_TTL`, so a change made by another process (`o2flow tenants
+    /// set-time-zone`) is seen within that.
     async fn tenant_zone(&self, tenant_id: &str) -> Result<chrono_tz::Tz, Error> {
-        let zone = self.store.tenant(tenant_id).await?.map(|t| t.time_zone);
-        Ok(zone
-            .and_then(|z| z.parse().ok())
-            .unwrap_or(chrono_tz::Asia::Shanghai))
+        let cached = self
+            .zones
+            .read()
+            .ok()
+            .and_then(|zones| zones.get(tenant_id).copied())
+            .filter(|(at, _)| at.elapsed() < ZONE_TTL);
+        if let Some((_, zone)) = cached {
+            return Ok(zone);
+        }
+        let zone = self
+            .store
+            .tenant(tenant_id)
+            .await?
+            .and_then(|t| t.time_zone.parse().ok())
+            .unwrap_or(chrono_tz::Asia::Shanghai);
+        if let Ok(mut zones) = self.zones.write() {
+            zones.insert(tenant_id.to_owned(), (std::time::Instant::now(), zone));
+        }
+        Ok(zone)
     }
 
     /// Starts an instance for every schedule that is due. Returns how many started.
@@ -473,6 +500,7 @@ impl Runtime {
             request.business_key.as_deref(),
             request.parent_id.as_deref(),
             now,
+            self.tenant_zone(tenant_id).await?,
         )?;
         let record = request
             .idempotency
@@ -678,7 +706,8 @@ impl Runtime {
                 .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
             let def = self.definition_by_id(current.definition_id).await?;
             let now = self.now();
-            let transition = step_row(&def, &current, event, now)?;
+            let zone = self.tenant_zone(tenant_id).await?;
+            let transition = step_row(&def, &current, event, now, zone)?;
             let record = idempotency.map(|(scope, key, hash)| IdempotencyRecord {
                 scope: scope.clone(),
                 key: key.clone(),
@@ -965,7 +994,8 @@ impl Runtime {
             };
             let def = self.definition_by_id(current.definition_id).await?;
             let now = self.now();
-            let transition = match step_row(&def, &current, &event, now) {
+            let zone = self.tenant_zone(&timer.tenant_id).await?;
+            let transition = match step_row(&def, &current, &event, now, zone) {
                 Ok(transition) => transition,
                 Err(error) => engine::Transition {
                     // The flow cannot take this timer (an expression failed):
@@ -1035,7 +1065,12 @@ impl Runtime {
                 .store
                 .claim_outbox(self.now(), self.lease, BATCH)
                 .await?;
-            done += run_all(&rows, |row| self.execute(row)).await?;
+            // Orders first: a message planned in the same step carries
+            // their pay link, which must work as soon as it arrives.
+            let (orders, rest): (Vec<_>, Vec<_>) =
+                rows.iter().cloned().partition(|row| row.kind == "pay");
+            done += run_all(&orders, |row| self.execute(row)).await?;
+            done += run_all(&rest, |row| self.execute(row)).await?;
             if rows.len() < BATCH_LEN {
                 return Ok(done);
             }
@@ -1224,6 +1259,19 @@ impl Runtime {
     /// takes it delivers it, and the outbox row is done with it.
     async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {
         let mut context = send.context.clone();
+        // A party without a time zone is in the tenant's.
+        let zone = self
+            .tenant_zone(&row.tenant_id)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        if let Some(party) = context.get_mut("party").and_then(|p| p.as_object_mut()) {
+            if party
+                .get("time_zone")
+                .is_none_or(serde_json::Value::is_null)
+            {
+                party.insert("time_zone".into(), json!(zone.name()));
+            }
+        }
         self.add_pay_link(row, &mut context)
             .await
             .map_err(|e| Failure::Transient(e.to_string()))?;
@@ -1406,6 +1454,7 @@ fn step_row(
     row: &InstanceRow,
     event: &Event,
     now: chrono::DateTime<chrono::Utc>,
+    time_zone: chrono_tz::Tz,
 ) -> Result<engine::Transition, engine::Error> {
     let input: serde_json::Value = serde_json::from_str(&row.input).unwrap_or_default();
     let data: serde_json::Value = serde_json::from_str(&row.data).unwrap_or_default();
@@ -1420,6 +1469,7 @@ fn step_row(
         revision: row.revision,
         business_key: row.business_key.as_deref(),
         parent_id: row.parent_id.as_deref(),
+        time_zone,
     };
     engine::step(def, &view, event, now)
 }

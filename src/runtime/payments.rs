@@ -104,6 +104,9 @@ pub enum PageError {
     NotPayable(String),
     #[error("this payment is taken by WeChat Pay, not the sandbox")]
     NotSandbox,
+    /// The link is good, and its order is being opened: the page waits.
+    #[error("the payment is being prepared")]
+    Preparing,
     #[error(transparent)]
     Runtime(#[from] Error),
 }
@@ -1571,11 +1574,13 @@ impl Runtime {
             .await?
             .verify(token, self.now())
             .ok_or(PageError::BadLink)?;
+        // A link in a message may be opened before its order is recorded
+        // (the message and the order are effects of one step): the page waits.
         self.store
             .payment(&no)
             .await
             .map_err(Error::from)?
-            .ok_or(PageError::BadLink)
+            .ok_or(PageError::Preparing)
     }
 
     /// What the pay page behind a link shows.
@@ -1616,7 +1621,15 @@ impl Runtime {
             state: payment.state.clone(),
             scene: payment.scene.clone(),
             sandbox: payment.merchant_id.is_none(),
-            expires_at: shanghai(store::from_ms(payment.expires_at_ms)),
+            // The page shows times in the tenant's zone.
+            expires_at: store::from_ms(payment.expires_at_ms)
+                .with_timezone(
+                    &self
+                        .tenant_zone(&payment.tenant_id)
+                        .await
+                        .map_err(PageError::from)?,
+                )
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             bill: payment
                 .bill
                 .as_deref()

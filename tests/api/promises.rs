@@ -559,3 +559,275 @@ async fn staff_keys_see_personal_data_masked_and_never_a_patients_link(app: Test
     assert_eq!(state_of(&app, &instance).await, "awaiting_payment");
 }
 storage_test!(staff_keys_see_personal_data_masked_and_never_a_patients_link);
+
+async fn a_pay_link_works_as_soon_as_it_is_sent(app: TestApp) {
+    deploy(&app, &workflow("registration_payment")).await;
+    // Twenty patients register at the same moment; each link works at once.
+    let requests: Vec<Value> = (0..20)
+        .map(|i| crate::payments::registration(&format!("AT-{i}"), None))
+        .collect();
+    let starts = join_all(
+        requests
+            .iter()
+            .map(|request| app.post("/api/v1/instances", request)),
+    )
+    .await;
+    for (status, body) in &starts {
+        assert_eq!(*status, 201, "{body}");
+    }
+    app.advance(Duration::zero()).await;
+    for i in 0..20 {
+        let (_, link) = pay_message(&app, &format!("p-AT-{i}")).await;
+        let (status, view) = app.get(&format!("{link}/status")).await;
+        assert_eq!(
+            (status, text(&view, "state")),
+            (200, "pending".to_owned()),
+            "{view}"
+        );
+    }
+    // A link opened before its order is even recorded: the page waits,
+    // offers nothing that cannot work, and shows the order once it is open.
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &crate::payments::registration("AT-early", None),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let instance = text(&body, "id");
+    let (_, history) = app
+        .get(&format!("/api/v1/instances/{instance}/history"))
+        .await;
+    let planned = list(&history, "entries")
+        .into_iter()
+        .find(|e| e["kind"] == "effect_planned" && e["detail"]["effect"] == "pay")
+        .unwrap_or_else(|| panic!("no pay planned: {history}"));
+    let no = text(&planned, "detail.payment");
+    let link = app
+        .runtime
+        .pay_link(&no, app.runtime.now() + Duration::minutes(15))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .replace("http://o2flow.test", "");
+    let page = app
+        .client
+        .get(app.url(&link))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        html.contains("Preparing your payment") && !html.contains("<button"),
+        "{html}"
+    );
+    let (status, view) = app.get(&format!("{link}/status")).await;
+    assert_eq!(
+        (status, text(&view, "state")),
+        (200, "preparing".to_owned())
+    );
+    let (status, body) = app.post(&format!("{link}/sandbox/pay"), &json!({})).await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (409, "not_payable".to_owned()),
+        "{body}"
+    );
+    app.advance(Duration::zero()).await;
+    let (status, view) = app.get(&format!("{link}/status")).await;
+    assert_eq!(
+        (status, text(&view, "state")),
+        (200, "pending".to_owned()),
+        "{view}"
+    );
+}
+storage_test!(a_pay_link_works_as_soon_as_it_is_sent);
+
+const DAILY: &str = r#"
+name: daily_check
+inputs:
+  patient: party
+start: watching
+states:
+  watching:
+    on:
+      stop: stopped
+    timers:
+      - every: "0 0 9 * * *"
+        actions:
+          - send: { to: patient, template: booking_cancelled }
+  stopped: { final: completed }
+"#;
+
+async fn the_tenants_time_zone_is_the_default_everywhere(app: TestApp) {
+    app.runtime
+        .set_tenant_time_zone("acme", "Europe/Berlin")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // A patient without a time zone is reminded at 10:00 in the tenant's
+    // zone: 7 days after 2026-11-20 is 2026-11-27, 10:00 CET = 09:00 UTC.
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "follow_up_reminder", "input": {
+                "patient": {"id": "p-berlin"}, "department": "心内科",
+                "visit_ended_at": "2026-11-20T15:30:00+08:00"
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, shown) = app
+        .get(&format!("/api/v1/instances/{}", text(&body, "id")))
+        .await;
+    assert_eq!(
+        text(&shown, "timers.0.due_at"),
+        "2026-11-27T09:00:00.000Z",
+        "{shown}"
+    );
+    // 02:30 on 2027-03-14 does not exist in New York: moved forward to 03:30 EDT.
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "follow_up_reminder", "input": {
+                "patient": {"id": "p-ny", "time_zone": "America/New_York"}, "department": "心内科",
+                "visit_ended_at": "2027-03-07T12:00:00-05:00", "remind_at": "02:30"
+            }}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, shown) = app
+        .get(&format!("/api/v1/instances/{}", text(&body, "id")))
+        .await;
+    assert_eq!(
+        text(&shown, "timers.0.due_at"),
+        "2027-03-14T07:30:00.000Z",
+        "{shown}"
+    );
+    // A repeating timer without a zone runs in the tenant's: 09:00 CET.
+    deploy(
+        &app,
+        &DAILY.replace("booking_cancelled", "follow_up_reminder"),
+    )
+    .await;
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "daily_check", "input": {"patient": {"id": "p-daily"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let daily = text(&body, "id");
+    let (_, shown) = app.get(&format!("/api/v1/instances/{daily}")).await;
+    assert_eq!(
+        text(&shown, "timers.0.due_at"),
+        "2026-11-21T08:00:00.000Z",
+        "{shown}"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{daily}/events"),
+            &json!({"type": "stop"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+storage_test!(the_tenants_time_zone_is_the_default_everywhere);
+
+const TYPED: &str = r#"
+name: typed_charges
+inputs:
+  patient: party
+data:
+  total: { type: money, default: "0.00" }
+  count: { type: integer, default: 0 }
+  due: { type: datetime, optional: true }
+start: open
+states:
+  open:
+    on:
+      charge.posted:
+        actions: [ { set: { total: event.payload.amount } } ]
+      count.set:
+        actions: [ { set: { count: event.payload.n } } ]
+      due.set:
+        actions: [ { set: { due: event.payload.at } } ]
+      close: closed
+  closed: { final: completed }
+"#;
+
+async fn set_keeps_to_the_declared_types(app: TestApp) {
+    deploy(&app, TYPED).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "typed_charges", "input": {"patient": {"id": "p-typed"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let instance = text(&body, "id");
+    let events = format!("/api/v1/instances/{instance}/events");
+    // Yuan text into money is held as fen.
+    let (status, body) = app
+        .post(
+            &events,
+            &json!({"type": "charge.posted", "payload": {"amount": "123.45"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(at(&body, "instance.data.total"), &json!(12345));
+    // Values of the wrong type are refused and change nothing.
+    for (event, payload) in [
+        ("charge.posted", json!({"amount": "lots"})),
+        ("count.set", json!({"n": "hello"})),
+        ("due.set", json!({"at": "tomorrow"})),
+    ] {
+        let (status, body) = app
+            .post(&events, &json!({"type": event, "payload": payload}))
+            .await;
+        assert_eq!(
+            (status, text(&body, "error")),
+            (422, "expression_failed".to_owned()),
+            "{event}: {body}"
+        );
+    }
+    let (_, shown) = app.get(&format!("/api/v1/instances/{instance}")).await;
+    assert_eq!(
+        at(&shown, "data"),
+        &json!({"total": 12345, "count": 0, "due": null})
+    );
+    let (status, body) = app
+        .post(
+            &events,
+            &json!({"type": "due.set", "payload": {"at": "2026-11-23T09:30:00+08:00"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        at(&body, "instance.data.due"),
+        &json!("2026-11-23T01:30:00Z")
+    );
+    // Literals of the wrong type, and a bare number for money, are refused by validate.
+    let (status, body) = app
+        .deploy(
+            &TYPED
+                .replace("total: event.payload.amount", "total: 3000")
+                .replace("count: event.payload.n", "count: \"'hello'\""),
+        )
+        .await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (422, "invalid_workflow".to_owned()),
+        "{body}"
+    );
+    let codes: Vec<String> = list(&body, "details.diagnostics")
+        .iter()
+        .map(|d| text(d, "code"))
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["bare_number_for_money", "type_mismatch"],
+        "{body}"
+    );
+    let (status, body) = app.post(&events, &json!({"type": "close"})).await;
+    assert_eq!(status, 200, "{body}");
+}
+storage_test!(set_keeps_to_the_declared_types);

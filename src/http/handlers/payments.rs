@@ -67,6 +67,11 @@ fn page_error(error: PageError) -> ApiError {
         PageError::NotSandbox => {
             ApiError::new(StatusCode::CONFLICT, "not_sandbox", error.to_string())
         }
+        PageError::Preparing => ApiError::new(
+            StatusCode::CONFLICT,
+            "not_payable",
+            "the payment is being prepared; try again in a moment",
+        ),
         PageError::Runtime(error) => error.into(),
     }
 }
@@ -103,6 +108,10 @@ fn bill_for_page(view: &PayView) -> Option<serde_json::Value> {
 
 const PAY_PAGE: &str = include_str!("../pages/pay.html.tera");
 
+/// A pay link opened before its order exists: no button that cannot work;
+/// the page asks again every second and shows the order once it is open.
+const PREPARING_PAGE: &str = r#"<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>正在准备支付 Preparing your payment</title></head><body><main style="font-family: sans-serif; max-width: 28rem; margin: 2rem auto; padding: 1rem"><p id="state" data-state="preparing">正在准备支付… Preparing your payment…</p></main><script>(function () { var base = location.pathname.replace(/\/$/, ""); setInterval(function () { fetch(base + "/status").then(function (r) { return r.json(); }).then(function (v) { if (v.state && v.state !== "preparing" && v.state !== "creating") { location.reload(); } }).catch(function () {}); }, 1000); })();</script></body></html>"#;
+
 /// `GET /p/pay/{token}`: what is paid for, the insurance split, the amount
 /// due, and the way to pay (sandbox buttons, JSAPI inside WeChat, or a QR).
 pub async fn page(state: web::Data<AppState>, token: web::Path<String>) -> HttpResponse {
@@ -112,6 +121,12 @@ pub async fn page(state: web::Data<AppState>, token: web::Path<String>) -> HttpR
             return HttpResponse::NotFound()
                 .content_type("text/html; charset=utf-8")
                 .body("<!doctype html><meta charset=utf-8><title>Link expired</title><p>此链接无效或已过期 This link is not valid or has expired.</p>")
+        }
+        Err(PageError::Preparing) => {
+            return HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .insert_header(("Cache-Control", "no-store"))
+                .body(PREPARING_PAGE)
         }
         Err(error) => return actix_web::ResponseError::error_response(&page_error(error)),
     };
@@ -141,7 +156,11 @@ pub async fn status(
     state: web::Data<AppState>,
     token: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.runtime.pay_view(&token).await.map_err(page_error)?;
+    let view = match state.runtime.pay_view(&token).await {
+        Ok(view) => serde_json::to_value(view).map_err(|e| ApiError::internal(&e))?,
+        Err(PageError::Preparing) => serde_json::json!({"state": "preparing"}),
+        Err(error) => return Err(page_error(error)),
+    };
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(view))
