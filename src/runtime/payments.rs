@@ -16,11 +16,11 @@ use serde_json::json;
 
 use super::{Error, Failure, Runtime};
 use crate::domain::{CheckedBill, Money};
-use crate::engine::InsuranceRefund;
 use crate::engine::{
     self, business_number, Event, PayEffect, RefundEffect, PAYMENT_EXPIRED, PAYMENT_FAILED,
     PAYMENT_SUCCEEDED, REFUND_ABNORMAL, REFUND_FAILED, REFUND_SUCCEEDED,
 };
+use crate::engine::{InsuranceRefund, SendEffect};
 use crate::payments::{load_merchant, med_ins_bill, LinkSigner, Provider};
 use crate::store::{
     self, NewPayment, NewRefund, NotificationRow, OutboxRow, OwedEvent, PaymentRow, RefundRefused,
@@ -93,7 +93,13 @@ pub struct PayView {
     /// appid and `mixTradeNo`, plus the self-paid leg's signed parameters.
     pub med_ins: Option<serde_json::Value>,
     pub refunded: i64,
+    /// Paid after its flow was over: refunded automatically.
+    pub late: bool,
 }
+
+/// The message a payer gets when a payment that came after its flow was
+/// over is refunded automatically (`templates/payment_refunded`).
+pub const LATE_REFUND_TEMPLATE: &str = "payment_refunded";
 
 /// Why the pay page cannot be shown or acted on.
 #[derive(Debug, thiserror::Error)]
@@ -589,8 +595,34 @@ impl Runtime {
     /// Refunds a payment the flow no longer wanted, in full; returns the refund number.
     async fn refund_late(&self, payment: &PaymentRow) -> Result<Option<String>, String> {
         tracing::warn!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} arrived after the flow moved on: refunding it", payment.out_trade_no);
+        // The payer hears of it (and the pay page says so): a message
+        // through the flow's channels, sent once with the change.
+        let notice = SendEffect {
+            to: crate::domain::Party {
+                id: payment.payer_id.clone(),
+                name: None,
+                phone: None,
+                email: None,
+                openid: payment.payer_openid.clone(),
+                time_zone: None,
+            },
+            template: LATE_REFUND_TEMPLATE.into(),
+            channels: vec![crate::dsl::Channel::Inbox],
+            purpose: Some("transactional".into()),
+            context: json!({
+                "party": {"id": payment.payer_id},
+                "payment": {
+                    "id": payment.out_trade_no,
+                    "amount": payment.amount_fen,
+                    "amount_yuan": Money::from_fen(payment.amount_fen).to_yuan_string(),
+                    "description": payment.description,
+                },
+            }),
+            retry: None,
+        };
+        let notice = serde_json::to_value(&notice).map_err(|e| e.to_string())?;
         self.store
-            .payment_late(&payment.out_trade_no, self.now())
+            .payment_late(payment, &notice, self.now())
             .await
             .map_err(|e| e.to_string())?;
         if payment.mix_trade_no.is_some() {
@@ -1238,8 +1270,20 @@ impl Runtime {
                     .med_ins_fail_reason
                     .as_deref()
                     .unwrap_or("MIX_PAY_FAIL");
+                // Whatever the mixed order says of its self-paid leg, that
+                // leg's own order tells whether the payer paid it. Asked
+                // before the payment fails, so a failed query is asked again.
+                let cash_paid = if payment.amount_fen > 0 {
+                    match provider.query(payment).await {
+                        Ok(leg) => matches!(leg.trade_state.as_str(), "SUCCESS" | "REFUND"),
+                        Err(PayError::Api { code, .. }) if code == "ORDER_NOT_EXIST" => false,
+                        Err(error) => return Err(error.to_string()),
+                    }
+                } else {
+                    false
+                };
                 self.payment_failed(payment, reason).await?;
-                if answer.self_pay_status.as_deref() == Some("SELF_PAY_SUCCESS") {
+                if cash_paid {
                     tracing::warn!(payment = %payment.out_trade_no, "the 医保 part of payment {} failed after its self-paid part was paid: refunding that", payment.out_trade_no);
                     self.refund_automatically(
                         payment,
@@ -1641,6 +1685,7 @@ impl Runtime {
             mix_trade_no: payment.mix_trade_no.clone(),
             med_ins,
             refunded: payment.refunded_fen,
+            late: payment.late,
         })
     }
 

@@ -422,13 +422,31 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub async fn payment_late(&self, out_trade_no: &str, now: DateTime<Utc>) -> Result<()> {
+    pub async fn payment_late(
+        &self,
+        payment: &PaymentRow,
+        notice: &serde_json::Value,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
         payments::Entity::update_many()
             .col_expr(payments::Column::Late, Expr::value(true))
             .col_expr(payments::Column::UpdatedAtMs, Expr::value(ms(now)))
-            .filter(payments::Column::OutTradeNo.eq(out_trade_no))
-            .exec(&self.db)
+            .filter(payments::Column::OutTradeNo.eq(&payment.out_trade_no))
+            .exec(&txn)
             .await?;
+        // The payer is told, once, with the same change: a `send` effect.
+        insert_outbox(
+            &txn,
+            &payment.tenant_id,
+            &payment.instance_id,
+            &format!("late_notice:{}", payment.out_trade_no),
+            "send",
+            &notice.to_string(),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -884,12 +902,35 @@ async fn owe_event(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let payload = serde_json::json!({"event_type": event.event_type, "payload": event.payload});
+    insert_outbox(
+        txn,
+        tenant_id,
+        instance_id,
+        key,
+        DELIVER_EVENT,
+        &payload.to_string(),
+        now,
+    )
+    .await
+}
+
+/// An outbox row the runtime executes once per key (a second insert with
+/// the same key does nothing).
+async fn insert_outbox(
+    txn: &DatabaseTransaction,
+    tenant_id: &str,
+    instance_id: &str,
+    key: &str,
+    kind: &str,
+    payload: &str,
+    now: DateTime<Utc>,
+) -> Result<()> {
     outbox::Entity::insert(outbox::ActiveModel {
         tenant_id: Set(tenant_id.to_owned()),
         instance_id: Set(instance_id.to_owned()),
         effect_key: Set(key.to_owned()),
-        kind: Set(DELIVER_EVENT.to_owned()),
-        payload: Set(payload.to_string()),
+        kind: Set(kind.to_owned()),
+        payload: Set(payload.to_owned()),
         status: Set("pending".to_owned()),
         attempts: Set(0),
         available_at_ms: Set(ms(now)),

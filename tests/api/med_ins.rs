@@ -269,6 +269,18 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
     assert_eq!(payment["refunds"][0]["automatic"], true, "{payment}");
     assert_eq!(payment["refunds"][0]["amount"], "45.00");
 
+    // The same, while the mixed order still says its self-paid leg was not
+    // paid: o2flow asks the leg's own order, finds it paid, refunds it.
+    let (stale, payment) = start(&app, "RX2S", true).await;
+    let mix = string(&payment["mix_trade_no"]);
+    m.fake.med_ins_fails_saying(&mix, "SELF_PAY_CREATED").await;
+    app.advance(Duration::minutes(5)).await;
+    assert_eq!(state_of(&app, &stale).await, "expired");
+    let payment = &payments_of(&app, &stale).await[0];
+    assert_eq!(payment["state"], "failed", "{payment}");
+    assert_eq!(payment["refunded"], "45.00", "{payment}");
+    assert_eq!(payment["refunds"][0]["automatic"], true, "{payment}");
+
     // Insurance only: no JSAPI order, no prepay id; nobody confirms within a
     // day: queried at expiry, still MIX_PAY_CREATED, the flow expires.
     let (unconfirmed, payment) = start(&app, "RX3", false).await;
@@ -293,7 +305,7 @@ async fn a_failed_insurance_leg_refunds_the_paid_cash_leg_and_an_unconfirmed_ord
             method == "POST" && path.starts_with("/v3/pay/transactions/jsapi")
         })
         .count();
-    assert_eq!(jsapi, 1, "only RX2 had a self-paid leg");
+    assert_eq!(jsapi, 2, "only RX2 and RX2S had a self-paid leg");
 
     // Cancelled, then paid anyway: the self-paid part goes back on its own;
     // the insured part can only go back through the bureau, so staff are told.

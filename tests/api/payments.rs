@@ -9,7 +9,7 @@
 use chrono::Duration;
 use serde_json::{json, Value};
 
-use crate::helpers::{list, text, TestApp};
+use crate::helpers::{at, list, text, TestApp};
 use crate::storage_test;
 
 pub fn workflow(name: &str) -> String {
@@ -439,6 +439,48 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
     assert_eq!(
         payments_of(&app, &cancelled).await[0]["refunds"][0]["status"],
         "succeeded"
+    );
+    // The patient is told: a message, and the pay page no longer says "paid".
+    let (status, inbox) = app
+        .get_with("/api/v1/inbox/p-REG5", &app.integration_key)
+        .await;
+    assert_eq!(status, 200, "{inbox}");
+    let messages = list(&inbox, "messages");
+    assert_eq!(
+        messages.len(),
+        2,
+        "the pay request and the refund notice: {inbox}"
+    );
+    assert_eq!(text(&messages[0], "template"), "payment_refunded");
+    let notice = text(&messages[0], "body");
+    assert!(
+        notice.contains("¥15.00") && notice.contains("自动退回"),
+        "{notice}"
+    );
+    let link = notice
+        .split([' ', '\n', '：'])
+        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
+        .unwrap_or_else(|| panic!("no link in {notice}"))
+        .replace("http://o2flow.test", "");
+    let (status, view) = app.get(&format!("{link}/status")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        (at(&view, "late"), at(&view, "refunded")),
+        (&json!(true), &json!(1500)),
+        "{view}"
+    );
+    let html = app
+        .client
+        .get(app.url(&link))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        html.contains("自动退回") && html.contains("data-late=\"true\""),
+        "{html}"
     );
 
     // Cancelled with nobody paying: at the next check the order is closed

@@ -1005,6 +1005,17 @@ impl FakeWechatPay {
             .await;
     }
 
+    /// As `med_ins_fails`, but the mixed order goes on saying its self-paid
+    /// leg is `self_pay_status` (WeChat Pay's mixed order and its cash
+    /// order are two records, and they need not agree at once).
+    pub async fn med_ins_fails_saying(&self, mix_trade_no: &str, self_pay_status: &str) {
+        self.settle_med(mix_trade_no, false, NotifyMode::Normal)
+            .await;
+        if let Some(order) = self.fake.lock().med_orders.get_mut(mix_trade_no) {
+            order.self_pay_status = self_pay_status.to_owned();
+        }
+    }
+
     async fn settle_med(&self, mix_trade_no: &str, success: bool, mode: NotifyMode) -> Vec<u16> {
         let (prepay, request) = {
             let state = self.fake.lock();
