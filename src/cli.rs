@@ -503,6 +503,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let runtime = Arc::new(Runtime::new(Options {
         webhook,
         lease: claim_lease,
+        templates_dir: Some(templates_dir.to_path_buf()),
         ..Options::new(
             store.clone(),
             Arc::new(SystemClock),

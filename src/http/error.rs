@@ -112,6 +112,9 @@ impl From<runtime::Error> for ApiError {
                 "incident_not_open",
                 format!("incident {id} is not open; only open incidents are retried"),
             ),
+            error @ R::InvalidTemplate(_) => {
+                ApiError::unprocessable("invalid_template", error.to_string())
+            }
             error @ R::ReservedEvent(_) => ApiError::new(
                 StatusCode::FORBIDDEN,
                 "reserved_event",

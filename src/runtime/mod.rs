@@ -69,6 +69,8 @@ pub enum Error {
     IncidentNotOpen(i64),
     #[error("`{0}` is raised by o2flow itself and cannot be sent from outside")]
     ReservedEvent(String),
+    #[error("a template is not valid: {0}")]
+    InvalidTemplate(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -88,6 +90,9 @@ pub struct Options {
     pub lease: chrono::Duration,
     /// How often a payment or refund whose callback has not come is queried.
     pub reconcile_every: chrono::Duration,
+    /// Where `templates` were loaded from: read again on every deploy, so
+    /// template files added since the start are found. None: never again.
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 impl Options {
@@ -107,6 +112,7 @@ impl Options {
             webhook: None,
             lease: DEFAULT_LEASE,
             reconcile_every: DEFAULT_RECONCILE_EVERY,
+            templates_dir: None,
         }
     }
 }
@@ -158,7 +164,11 @@ pub struct EventResult {
 pub struct Runtime {
     store: Store,
     clock: Arc<dyn Clock>,
-    templates: Arc<Templates>,
+    /// The files under `templates/` (read again on deploy).
+    templates: RwLock<Arc<Templates>>,
+    templates_dir: Option<std::path::PathBuf>,
+    /// Per tenant: the templates it deployed through the API, and when read.
+    tenant_templates: RwLock<HashMap<String, (std::time::Instant, Arc<Templates>)>>,
     public_url: String,
     retry: RetryPolicy,
     definitions: RwLock<HashMap<i64, Arc<WorkflowDef>>>,
@@ -176,7 +186,16 @@ pub struct Runtime {
     zones: RwLock<HashMap<String, (std::time::Instant, chrono_tz::Tz)>>,
 }
 
-/// How long a tenant's time zone is cached.
+/// A template's name: a directory name under `templates/` as well.
+fn is_template_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// How long a tenant's time zone, and its deployed templates, are cached.
 const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `(message_id, instance_id)` delivered, and `(message_id, why)` refused.
@@ -217,7 +236,9 @@ impl Runtime {
         Runtime {
             store: options.store,
             clock: options.clock,
-            templates: options.templates,
+            templates: RwLock::new(options.templates),
+            templates_dir: options.templates_dir,
+            tenant_templates: RwLock::new(HashMap::new()),
             public_url: options.public_url,
             retry: options.retry,
             definitions: RwLock::new(HashMap::new()),
@@ -240,8 +261,90 @@ impl Runtime {
         self.clock.now()
     }
 
+    /// The template files' names (not a tenant's deployed ones).
     pub fn catalog(&self) -> Catalog {
-        Catalog::with_templates(self.templates.names().iter().cloned())
+        Catalog::with_templates(self.file_templates().names().iter().cloned())
+    }
+
+    fn file_templates(&self) -> Arc<Templates> {
+        self.templates
+            .read()
+            .map(|t| t.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// The names a tenant's workflows may send: the template files and the
+    /// templates it deployed.
+    async fn catalog_for(&self, tenant_id: &str) -> Result<Catalog, Error> {
+        let deployed = self.tenant_templates(tenant_id, false).await?;
+        let files = self.file_templates();
+        Ok(Catalog::with_templates(
+            files.names().iter().chain(deployed.names()).cloned(),
+        ))
+    }
+
+    /// A tenant's deployed templates, compiled; read again after
+    /// `ZONE_TTL`, or at once when `fresh` (a name was not found).
+    async fn tenant_templates(
+        &self,
+        tenant_id: &str,
+        fresh: bool,
+    ) -> Result<Arc<Templates>, Error> {
+        let cached = self
+            .tenant_templates
+            .read()
+            .ok()
+            .and_then(|all| all.get(tenant_id).cloned())
+            .filter(|(at, _)| !fresh && at.elapsed() < ZONE_TTL);
+        if let Some((_, templates)) = cached {
+            return Ok(templates);
+        }
+        let rows = self.store.templates_of(tenant_id).await?;
+        let items: Vec<(&str, &str, &str)> = rows
+            .iter()
+            .map(|r| (r.name.as_str(), r.title.as_str(), r.body.as_str()))
+            .collect();
+        let templates = Arc::new(
+            Templates::from_strings(&items).map_err(|e| Error::InvalidTemplate(e.to_string()))?,
+        );
+        if let Ok(mut all) = self.tenant_templates.write() {
+            all.insert(
+                tenant_id.to_owned(),
+                (std::time::Instant::now(), templates.clone()),
+            );
+        }
+        Ok(templates)
+    }
+
+    /// Renders a message: the tenant's deployed template of that name, else
+    /// the file's. A name found in neither is looked up again at once (a
+    /// template deployed on another node a moment ago).
+    async fn render(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        context: &serde_json::Value,
+    ) -> Result<crate::templates::Rendered, Failure> {
+        let transient = |e: Error| Failure::Transient(e.to_string());
+        let mut deployed = self
+            .tenant_templates(tenant_id, false)
+            .await
+            .map_err(transient)?;
+        let files = self.file_templates();
+        if !deployed.names().contains(name) && !files.names().contains(name) {
+            deployed = self
+                .tenant_templates(tenant_id, true)
+                .await
+                .map_err(transient)?;
+        }
+        let templates = if deployed.names().contains(name) {
+            deployed
+        } else {
+            files
+        };
+        templates
+            .render(name, context)
+            .map_err(|e| Failure::Permanent(e.to_string()))
     }
 
     /// Validates and deploys a workflow for a tenant. Returns the stored
@@ -255,10 +358,59 @@ impl Runtime {
         file: &str,
         source: &str,
     ) -> Result<(DefinitionRow, bool), Error> {
-        let (def, diagnostics) = dsl::validate(file, source, &self.catalog());
+        self.deploy_with_templates(tenant_id, file, source, &[])
+            .await
+    }
+
+    /// Deploys a workflow with message templates of its own, `(name,
+    /// title, body)`, in one step: the templates compile and the workflow
+    /// validates against the template files (read again now), the tenant's
+    /// deployed templates and these, or nothing is stored.
+    ///
+    /// # Errors
+    /// `InvalidTemplate`, `InvalidWorkflow` with every diagnostic, or a store error.
+    pub async fn deploy_with_templates(
+        &self,
+        tenant_id: &str,
+        file: &str,
+        source: &str,
+        templates: &[(&str, &str, &str)],
+    ) -> Result<(DefinitionRow, bool), Error> {
+        if let Some(dir) = &self.templates_dir {
+            let files = Templates::load(dir).map_err(|e| Error::InvalidTemplate(e.to_string()))?;
+            if let Ok(mut current) = self.templates.write() {
+                *current = Arc::new(files);
+            }
+        }
+        for (name, _, _) in templates {
+            if !is_template_name(name) {
+                return Err(Error::InvalidTemplate(format!(
+                    "`{name}` is not a template name: lower-case letters, digits and `_`"
+                )));
+            }
+        }
+        Templates::from_strings(templates).map_err(|e| Error::InvalidTemplate(e.to_string()))?;
+        let catalog = self.catalog_for(tenant_id).await?;
+        let catalog = Catalog::with_templates(
+            catalog
+                .templates
+                .iter()
+                .map(String::as_str)
+                .chain(templates.iter().map(|(name, _, _)| *name))
+                .map(str::to_owned),
+        );
+        let (def, diagnostics) = dsl::validate(file, source, &catalog);
         let Some(def) = def else {
             return Err(Error::InvalidWorkflow(diagnostics));
         };
+        if !templates.is_empty() {
+            self.store
+                .save_templates(tenant_id, templates, self.now())
+                .await?;
+            if let Ok(mut all) = self.tenant_templates.write() {
+                all.remove(tenant_id);
+            }
+        }
         let (row, created) = self
             .store
             .deploy(
@@ -433,7 +585,7 @@ impl Runtime {
         let (def, diagnostics) = dsl::validate(
             &format!("{}@v{}", row.name, row.version),
             &row.source,
-            &self.catalog(),
+            &self.catalog_for(&row.tenant_id).await?,
         );
         let def = Arc::new(def.ok_or(Error::InvalidWorkflow(diagnostics))?);
         if let Ok(mut cache) = self.definitions.write() {
@@ -1279,9 +1431,8 @@ impl Runtime {
             object.insert("public_url".into(), json!(self.public_url));
         }
         let rendered = self
-            .templates
-            .render(&send.template, &context)
-            .map_err(|e| Failure::Permanent(e.to_string()))?;
+            .render(&row.tenant_id, &send.template, &context)
+            .await?;
         let mut last = Failure::Permanent("the send has no channel".into());
         for channel in &send.channels {
             let outcome = match channel {

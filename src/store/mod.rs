@@ -9,9 +9,11 @@
 pub mod entities;
 mod payments;
 mod repo;
+mod templates;
 
 pub use payments::*;
 pub use repo::*;
+pub use templates::*;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};
 

@@ -831,3 +831,121 @@ async fn set_keeps_to_the_declared_types(app: TestApp) {
     assert_eq!(status, 200, "{body}");
 }
 storage_test!(set_keeps_to_the_declared_types);
+
+const LAB_READY: &str = r#"
+name: lab_ready
+inputs:
+  patient: party
+  test_name: string
+start: ready
+states:
+  ready:
+    enter:
+      - send: { to: patient, template: lab_ready }
+    on:
+      seen: done
+  done: { final: completed }
+"#;
+
+async fn a_workflow_is_deployed_with_its_templates_without_a_restart(app: TestApp) {
+    // One request: the workflow and the template it sends.
+    let bundle = |title: &str| {
+        json!({
+            "file": "lab_ready.yaml",
+            "source": LAB_READY,
+            "templates": {"lab_ready": {"title": title, "body": "{{ input.test_name }} 的结果已出 / {{ input.test_name }} results are ready"}}
+        })
+    };
+    let (status, body) = app
+        .post("/api/v1/workflows", &bundle("检验结果 / Lab results"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .post("/api/v1/instances", &json!({"workflow": "lab_ready", "input": {"patient": {"id": "p-lab-ready"}, "test_name": "血常规"}}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let instance = text(&body, "id");
+    app.advance(Duration::zero()).await;
+    let (_, inbox) = app.get("/api/v1/inbox/p-lab-ready").await;
+    assert_eq!(
+        text(&inbox, "messages.0.title"),
+        "检验结果 / Lab results",
+        "{inbox}"
+    );
+    assert!(
+        text(&inbox, "messages.0.body").starts_with("血常规 的结果已出"),
+        "{inbox}"
+    );
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{instance}/events"),
+            &json!({"type": "seen"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // A template that does not compile: nothing is stored, neither the
+    // template nor the workflow.
+    let broken = json!({"source": LAB_READY.replace("lab_ready", "lab_broken"), "templates": {"lab_broken": {"title": "{% if %}", "body": "x"}}});
+    let (status, body) = app.post("/api/v1/workflows", &broken).await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (422, "invalid_template".to_owned()),
+        "{body}"
+    );
+    let (status, _) = app.get("/api/v1/workflows/lab_broken").await;
+    assert_eq!(status, 404);
+    // A workflow naming a template nobody sent is refused as before.
+    let missing =
+        json!({"source": LAB_READY.replace("template: lab_ready", "template: lab_missing")});
+    let (status, body) = app.post("/api/v1/workflows", &missing).await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (422, "invalid_workflow".to_owned()),
+        "{body}"
+    );
+
+    // Template files added while `serve` runs are read on the next deploy.
+    let dir = std::env::temp_dir().join(format!(
+        "o2flow-templates-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
+    for entry in std::fs::read_dir("templates")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+    {
+        let to = dir.join(entry.file_name());
+        std::fs::create_dir_all(&to).unwrap_or_else(|e| panic!("{e}"));
+        for file in ["title.txt.tera", "body.txt.tera"] {
+            std::fs::copy(entry.path().join(file), to.join(file)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    let mut command = crate::helpers::serve_command(&app.database_url);
+    command
+        .args(["--templates"])
+        .arg(&dir)
+        .args(["--workflows", "workflows"]);
+    let (mut child, address, _) = crate::helpers::spawn_serve(command);
+    std::fs::create_dir_all(dir.join("ward_round")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("ward_round/title.txt.tera"), "查房 / Ward round")
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(
+        dir.join("ward_round/body.txt.tera"),
+        "{{ input.test_name }}",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let response = app
+        .client
+        .post(format!("{address}/api/v1/workflows?file=ward_round.yaml"))
+        .bearer_auth(&app.key)
+        .body(LAB_READY.replace("lab_ready", "ward_round"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (status, body) = crate::helpers::read(response).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(status, 201, "{body}");
+}
+storage_test!(a_workflow_is_deployed_with_its_templates_without_a_restart);

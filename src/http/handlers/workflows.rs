@@ -8,23 +8,70 @@ use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::DefinitionRow;
 
-/// `POST /api/v1/workflows`: deploy a YAML workflow. 201 for a new
-/// version, 200 when the same content is already deployed, 422 with
-/// every diagnostic when it is invalid.
+/// A workflow with the message templates it sends, deployed in one request.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBundle {
+    /// Labels diagnostics, as `?file=` does.
+    file: Option<String>,
+    /// The workflow's YAML.
+    source: String,
+    /// Templates by name: `{ title, body }`, Tera text as in the files.
+    #[serde(default)]
+    templates: std::collections::BTreeMap<String, TemplateText>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateText {
+    title: String,
+    body: String,
+}
+
+/// `POST /api/v1/workflows`: deploy a workflow. The body is the YAML
+/// itself, or (with `Content-Type: application/json`) `{file, source,
+/// templates: {name: {title, body}}}`: the workflow with its templates,
+/// all stored or none. Template files under `templates/` are read again
+/// first. 201 for a new version, 200 when the same content is already
+/// deployed, 422 with every diagnostic when it is invalid.
 pub async fn deploy(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<DeployQuery>,
+    request: actix_web::HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&["admin"])?;
-    let source = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::bad_request("invalid_encoding", "the workflow must be UTF-8 text")
-    })?;
-    let file = query.file.clone().unwrap_or_else(|| "request.yaml".into());
+    let is_json = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let bundle = if is_json {
+        let (bundle, _): (DeployBundle, String) = super::parse_json(&body)?;
+        bundle
+    } else {
+        let source = std::str::from_utf8(&body).map_err(|_| {
+            ApiError::bad_request("invalid_encoding", "the workflow must be UTF-8 text")
+        })?;
+        DeployBundle {
+            file: None,
+            source: source.to_owned(),
+            templates: std::collections::BTreeMap::new(),
+        }
+    };
+    let file = bundle
+        .file
+        .or_else(|| query.file.clone())
+        .unwrap_or_else(|| "request.yaml".into());
+    let templates: Vec<(&str, &str, &str)> = bundle
+        .templates
+        .iter()
+        .map(|(name, t)| (name.as_str(), t.title.as_str(), t.body.as_str()))
+        .collect();
     let (row, created) = state
         .runtime
-        .deploy(&caller.tenant_id, &file, source)
+        .deploy_with_templates(&caller.tenant_id, &file, &bundle.source, &templates)
         .await?;
     let body = Deployed {
         name: row.name,

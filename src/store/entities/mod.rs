@@ -9,6 +9,7 @@ pub mod inbox_messages;
 pub mod incidents;
 pub mod instances;
 pub mod merchants;
+pub mod message_templates;
 pub mod outbox;
 pub mod pay_notifications;
 pub mod payments;
