@@ -621,6 +621,12 @@ impl Runtime {
         tenant_id: &str,
         request: StartRequest,
     ) -> Result<(InstanceRow, bool), Error> {
+        // Copies of one start wait for each other on this node; across
+        // nodes the unique key decides and the loser replays the winner.
+        let _guard = match &request.idempotency {
+            Some((key, _)) => Some(self.locks.lock(format!("{tenant_id}\nstart\n{key}")).await),
+            None => None,
+        };
         if let Some(replay) = self.replay_start(tenant_id, &request).await? {
             return Ok((replay, false));
         }

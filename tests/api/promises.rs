@@ -471,6 +471,28 @@ async fn twenty_copies_of_one_request_get_one_answer(app: TestApp) {
     );
     let (status, body) = app.post(&path, &json!({"type": "close"})).await;
     assert_eq!(status, 200, "{body}");
+    // Twenty copies of one start: one instance, one 201, the same id for all.
+    let request =
+        json!({"workflow": "pinged", "input": {"guest": {"id": "g-21"}, "booking_id": "B-21"}});
+    let answers = join_all((0..20).map(|_| {
+        app.post_raw(
+            "/api/v1/instances",
+            &app.integration_key,
+            request.to_string(),
+            Some("same-start"),
+        )
+    }))
+    .await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 1, "{answers:?}");
+    let first = text(&answers[0].1, "id");
+    for (status, body) in &answers {
+        assert!(*status == 200 || *status == 201, "{body}");
+        assert_eq!(text(body, "id"), first, "{body}");
+    }
+    let (_, page) = app.get("/api/v1/instances?workflow=pinged").await;
+    assert_eq!(list(&page, "items").len(), 2, "{page}");
+    send(&app, &first, &json!({"type": "close"})).await;
 }
 storage_test!(twenty_copies_of_one_request_get_one_answer);
 
