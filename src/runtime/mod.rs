@@ -198,6 +198,15 @@ fn is_template_name(name: &str) -> bool {
 /// How long a tenant's time zone, and its deployed templates, are cached.
 const ZONE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Where an event comes from: the API (checked against its declared
+/// payload) or o2flow itself (its own events, kept correlated events
+/// already checked at the door).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Api,
+    O2flow,
+}
+
 /// `(message_id, instance_id)` delivered, and `(message_id, why)` refused.
 type Dispatched = (Vec<(String, String)>, Vec<(String, engine::Error)>);
 
@@ -730,35 +739,17 @@ impl Runtime {
         event: Event,
         idempotency: Option<(String, String)>,
     ) -> Result<EventResult, Error> {
-        let event = match event {
-            Event::Named {
-                event_type,
-                payload,
-            } => {
-                if engine::is_reserved_event(&event_type) {
-                    return Err(Error::ReservedEvent(event_type));
-                }
-                // A declared payload is checked before anything is applied.
-                let current = self
-                    .store
-                    .instance(tenant_id, instance_id)
-                    .await?
-                    .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
-                let def = self.definition_by_id(current.definition_id).await?;
-                let payload =
-                    engine::normalize_payload(&def.event_payloads, &event_type, &payload)?;
-                Event::Named {
-                    event_type,
-                    payload,
-                }
+        if let Event::Named { event_type, .. } = &event {
+            if engine::is_reserved_event(event_type) {
+                return Err(Error::ReservedEvent(event_type.clone()));
             }
-            other => other,
-        };
-        self.raise(tenant_id, instance_id, event, idempotency).await
+        }
+        self.deliver_event(tenant_id, instance_id, event, idempotency, Origin::Api)
+            .await
     }
 
     /// Applies an event o2flow raises itself (`payment.*`, `child.completed`,
-    /// `action.failed`), or one `send_event` has checked.
+    /// `action.failed`).
     ///
     /// # Errors
     /// As `send_event`.
@@ -769,10 +760,22 @@ impl Runtime {
         event: Event,
         idempotency: Option<(String, String)>,
     ) -> Result<EventResult, Error> {
+        self.deliver_event(tenant_id, instance_id, event, idempotency, Origin::O2flow)
+            .await
+    }
+
+    async fn deliver_event(
+        &self,
+        tenant_id: &str,
+        instance_id: &str,
+        event: Event,
+        idempotency: Option<(String, String)>,
+        origin: Origin,
+    ) -> Result<EventResult, Error> {
         let scope = format!("event:{instance_id}");
         let Some((key, hash)) = idempotency else {
             let result = self
-                .apply(tenant_id, instance_id, &event, None, None)
+                .apply(tenant_id, instance_id, &event, None, None, origin)
                 .await?;
             let instance = self.after_commit(result.instance).await?;
             return Ok(EventResult { instance, ..result });
@@ -791,7 +794,14 @@ impl Runtime {
         }
         let idempotency = (scope, key, hash);
         match self
-            .apply(tenant_id, instance_id, &event, Some(&idempotency), None)
+            .apply(
+                tenant_id,
+                instance_id,
+                &event,
+                Some(&idempotency),
+                None,
+                origin,
+            )
             .await
         {
             Ok(result) => {
@@ -855,6 +865,7 @@ impl Runtime {
         event: &Event,
         idempotency: Option<&(String, String, String)>,
         consume: Option<&str>,
+        origin: Origin,
     ) -> Result<EventResult, Error> {
         for _ in 0..MAX_CONFLICT_RETRIES {
             let current = self
@@ -863,6 +874,29 @@ impl Runtime {
                 .await?
                 .ok_or_else(|| Error::InstanceNotFound(instance_id.to_owned()))?;
             let def = self.definition_by_id(current.definition_id).await?;
+            // An event from the API is checked against its declared payload
+            // before anything is applied (a correlated one was, at the door).
+            let checked;
+            let event = match (origin, event) {
+                (
+                    Origin::Api,
+                    Event::Named {
+                        event_type,
+                        payload,
+                    },
+                ) => {
+                    checked = Event::Named {
+                        event_type: event_type.clone(),
+                        payload: engine::normalize_payload(
+                            &def.event_payloads,
+                            event_type,
+                            payload,
+                        )?,
+                    };
+                    &checked
+                }
+                _ => event,
+            };
             let now = self.now();
             let zone = self.tenant_zone(tenant_id).await?;
             let transition = step_row(&def, &current, event, now, zone)?;
@@ -1045,7 +1079,14 @@ impl Runtime {
                         continue;
                     }
                     match self
-                        .apply(tenant_id, &instance.id, &event, None, consume)
+                        .apply(
+                            tenant_id,
+                            &instance.id,
+                            &event,
+                            None,
+                            consume,
+                            Origin::O2flow,
+                        )
                         .await
                     {
                         Ok(_) => {
@@ -1365,7 +1406,14 @@ impl Runtime {
             payload: json!({"action": row.kind, "key": row.effect_key, "error": message}),
         };
         let handled = match self
-            .apply(&row.tenant_id, &row.instance_id, &event, None, None)
+            .apply(
+                &row.tenant_id,
+                &row.instance_id,
+                &event,
+                None,
+                None,
+                Origin::O2flow,
+            )
             .await
         {
             Ok(result) => {
