@@ -12,7 +12,7 @@ use chrono::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::{text, TestApp};
-use crate::payments::{payments_of, state_of, with_merchant, workflow};
+use crate::payments::{page_html, payments_of, state_of, with_merchant, workflow};
 use crate::storage_test;
 use crate::wechat_pay::OPENID;
 use o2flow::wechat::pay::fake::NotifyMode;
@@ -119,15 +119,7 @@ async fn mixed_order_pays_both_legs_at_once_and_refunds_both(app: TestApp) {
         !view.to_string().contains("张三") && !view.to_string().contains(ID_DIGEST),
         "{view}"
     );
-    let html = app
-        .client
-        .get(app.url(&link))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let html = page_html(&app, &link).await;
     assert!(
         html.contains("统筹") && html.contains("60.00") && html.contains(&mix),
         "{html}"

@@ -49,12 +49,29 @@ pub async fn pay_message(app: &TestApp, party: &str) -> (String, String) {
         .await;
     assert_eq!(status, 200, "{inbox}");
     let message = text(&inbox, "messages.0.body");
-    let link = message
+    let link = pay_link_in(&message);
+    (message, link)
+}
+
+/// The pay page path a message links to.
+pub fn pay_link_in(message: &str) -> String {
+    message
         .split(['：', ' ', '\n'])
         .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
         .unwrap_or_else(|| panic!("no pay link in {message}"))
-        .replace("http://o2flow.test", "");
-    (message, link)
+        .replace("http://o2flow.test", "")
+}
+
+/// The HTML of a pay page.
+pub async fn page_html(app: &TestApp, link: &str) -> String {
+    app.client
+        .get(app.url(link))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub async fn state_of(app: &TestApp, instance: &str) -> String {
@@ -250,15 +267,7 @@ async fn wechat_payment_callback_refund_and_refund_callback(app: TestApp) {
     assert_eq!(payments[0]["state"], "pending");
 
     // The page offers JSAPI payment with a paySign for the prepay id.
-    let html = app
-        .client
-        .get(app.url(&link))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_default();
+    let html = page_html(&app, &link).await;
     assert!(
         html.contains("wechat-pay") && html.contains("prepay_id="),
         "{html}"
@@ -457,11 +466,7 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
         notice.contains("¥15.00") && notice.contains("自动退回"),
         "{notice}"
     );
-    let link = notice
-        .split([' ', '\n', '：'])
-        .find(|w| w.starts_with("http://o2flow.test/p/pay/"))
-        .unwrap_or_else(|| panic!("no link in {notice}"))
-        .replace("http://o2flow.test", "");
+    let link = pay_link_in(&notice);
     let (status, view) = app.get(&format!("{link}/status")).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(
@@ -469,15 +474,7 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
         (&json!(true), &json!(1500)),
         "{view}"
     );
-    let html = app
-        .client
-        .get(app.url(&link))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .text()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let html = page_html(&app, &link).await;
     assert!(
         html.contains("自动退回") && html.contains("data-late=\"true\""),
         "{html}"
