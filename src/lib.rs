@@ -11,12 +11,13 @@
 
 pub mod channels;
 pub mod cli;
-pub mod domain;
-pub mod dsl;
-pub mod engine;
 pub mod http;
 pub mod payments;
 pub mod runtime;
 pub mod store;
 pub mod templates;
-pub mod wechat;
+
+/// The pure core, in its own crate (`crates/core`): no IO below this line.
+pub use o2flow_core::{clock, domain, dsl, engine};
+/// The WeChat clients and crypto, in their own crate (`crates/wechat`).
+pub use o2flow_wechat as wechat;

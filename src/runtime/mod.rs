@@ -5,14 +5,13 @@
 //! Architecture invariant: the runtime knows nothing of HTTP; `http`
 //! calls it, and so do the CLI and the tests.
 
-mod clock;
 mod locks;
 mod migrate;
 mod payments;
 
 pub use crate::domain::RetryPolicy;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
+pub use o2flow_core::clock::{Clock, ManualClock, SystemClock};
 pub use payments::{CallbackRefused, PageError, PayView, DEFAULT_RECONCILE_EVERY};
 
 use std::collections::HashMap;

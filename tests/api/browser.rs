@@ -253,7 +253,7 @@ async fn the_med_ins_pay_page_calls_wechat_with_the_mix_number_and_shows_the_out
     // WeChat Pay confirms both parts: the open page shows it on its own.
     assert_eq!(
         m.fake
-            .user_pays_med_ins(&mix, o2flow::wechat::pay::fake::NotifyMode::Normal)
+            .user_pays_med_ins(&mix, o2flow_wechat_fake::NotifyMode::Normal)
             .await,
         vec![204]
     );

@@ -15,7 +15,7 @@ use crate::helpers::{text, TestApp};
 use crate::payments::{page_html, payments_of, state_of, with_merchant, workflow};
 use crate::storage_test;
 use crate::wechat_pay::OPENID;
-use o2flow::wechat::pay::fake::NotifyMode;
+use o2flow_wechat_fake::NotifyMode;
 
 const ID_NUMBER: &str = "11010519491231002X";
 const ID_DIGEST: &str = "ae05564031c21338aa8a2e7266e7855c";

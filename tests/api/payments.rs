@@ -169,7 +169,7 @@ storage_test!(sandbox_payment_books_then_cancel_refunds);
 // ---- a WeChat Pay merchant, against the fake server ----------------------------
 
 use o2flow::store::NewMerchant;
-use o2flow::wechat::pay::fake::{FakeWechatPay, NotifyMode};
+use o2flow_wechat_fake::{FakeWechatPay, NotifyMode};
 
 use crate::wechat_pay::{APPID, MCHID, MERCHANT_SERIAL, OPENID, PUB_KEY_ID};
 
@@ -500,7 +500,7 @@ async fn an_unpaid_order_expires_and_a_late_payment_is_refunded(app: TestApp) {
 }
 storage_test!(an_unpaid_order_expires_and_a_late_payment_is_refunded);
 
-use o2flow::wechat::pay::fake::AnswerFault;
+use o2flow_wechat_fake::AnswerFault;
 
 async fn abnormal_refund_opens_an_incident_and_system_errors_are_retried(app: TestApp) {
     let m = with_merchant(&app).await;

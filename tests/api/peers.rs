@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use o2flow::runtime::SystemClock;
-use o2flow::wechat::pay::fake::{AnswerFault, FakeWechatPay, NotifyMode};
+use o2flow_wechat_fake::{AnswerFault, FakeWechatPay, NotifyMode};
 use serde_json::{json, Value};
 
 use crate::wechat_pay::PUB_KEY_ID;

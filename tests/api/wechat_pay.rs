@@ -18,7 +18,7 @@ use o2flow::wechat::pay::client::{
 use o2flow::wechat::pay::crypto::{
     pay_sign_message, ApiV3Key, MerchantKey, PlatformKeys, VerifyingKey,
 };
-use o2flow::wechat::pay::fake::{AnswerFault, FakeConfig, FakeWechatPay, NotifyMode};
+use o2flow_wechat_fake::{AnswerFault, FakeConfig, FakeWechatPay, NotifyMode};
 use serde_json::Value;
 
 use crate::wechat_vectors::{platform_keys, read};
@@ -484,10 +484,7 @@ async fn refused_notifications_are_retried_on_the_schedule_and_429_keeps_the_bod
         .refuse
         .store(100, std::sync::atomic::Ordering::SeqCst);
     let statuses = s.fake.user_pays("REG0000000005", NotifyMode::Normal).await;
-    assert_eq!(
-        statuses.len(),
-        1 + o2flow::wechat::pay::fake::RETRY_SCHEDULE.len()
-    );
+    assert_eq!(statuses.len(), 1 + o2flow_wechat_fake::RETRY_SCHEDULE.len());
     assert!(statuses.iter().all(|s| *s == 500));
     // A probe is refused and not retried.
     s.receiver

@@ -291,7 +291,8 @@ fn debug_output_never_shows_keys() {
 
 #[test]
 fn oaep_fields_decrypt_under_the_platform_key_and_the_fixed_ciphertexts_decrypt_too() {
-    use o2flow::wechat::pay::crypto::{decrypt_oaep_for_tests, id_digest};
+    use o2flow::wechat::pay::crypto::id_digest;
+    use o2flow_wechat_fake::decrypt_oaep_for_tests;
     let file = json("oaep_encrypt.json");
     let private = read("platform_private_key.pem");
     assert_eq!(

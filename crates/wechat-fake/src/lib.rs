@@ -20,11 +20,11 @@ use std::time::Duration;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
-use super::crypto::{
-    decrypt_oaep_for_tests, parse_authorization, request_message, response_message, ApiV3Key,
-    MerchantKey, VerifyingKey, SIGNTEST_PREFIX,
+use o2flow_core::clock::Clock;
+use o2flow_wechat::pay::crypto::{
+    parse_authorization, request_message, response_message, ApiV3Key, CryptoError, MerchantKey,
+    VerifyingKey, SIGNTEST_PREFIX,
 };
-use crate::runtime::Clock;
 
 /// What the fake knows: the merchant it serves and its own platform key.
 pub struct FakeConfig {
@@ -1160,4 +1160,28 @@ impl FakeWechatPay {
             .notify(&url, &event, "refund", &resource, mode)
             .await
     }
+}
+
+/// Decrypts an OAEP (SHA-1) field with a private key: what WeChat Pay does
+/// with our sensitive fields, and so what the fake server does. Test keys
+/// only (the `rsa` crate's private-key operations are not constant-time,
+/// RUSTSEC-2023-0071; o2flow itself never holds WeChat Pay's private key).
+///
+/// # Errors
+/// `BadKey` or `Decryption`.
+pub fn decrypt_oaep_for_tests(
+    private_pem: &str,
+    ciphertext_b64: &str,
+) -> Result<String, CryptoError> {
+    use base64::Engine as _;
+    use rsa::pkcs8::DecodePrivateKey;
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)
+        .map_err(|e| CryptoError::BadKey(e.to_string()))?;
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(ciphertext_b64)
+        .map_err(|_| CryptoError::Decryption)?;
+    let plain = key
+        .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ciphertext)
+        .map_err(|_| CryptoError::Decryption)?;
+    String::from_utf8(plain).map_err(|_| CryptoError::Decryption)
 }

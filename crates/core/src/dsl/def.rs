@@ -189,7 +189,7 @@ impl WorkflowDef {
     pub fn handles(&self, name: &str, event_type: &str) -> bool {
         self.states.get(name).is_some_and(|s| {
             s.on.contains_key(event_type)
-                || (event_type == crate::engine::CANCEL && s.final_outcome.is_none())
+                || (event_type == crate::domain::events::CANCEL && s.final_outcome.is_none())
         })
     }
 

@@ -549,7 +549,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        if state.on.contains_key(crate::engine::CANCEL) && !state.on_cancel.is_empty() {
+        if state.on.contains_key(crate::domain::events::CANCEL) && !state.on_cancel.is_empty() {
             self.sink.push(
                 "cancel_handled_twice",
                 &path.key("on_cancel"),
@@ -1367,7 +1367,7 @@ impl Checker<'_> {
     ///   keeps the money (`keeps_payment`);
     /// - `keeps_payment` sits only on final states that are not `completed`.
     fn check_money(&mut self, states: &IndexMap<String, StateDef>) {
-        use crate::engine::{is_reserved_event, CANCEL, RAISED_EVENTS};
+        use crate::domain::events::{is_reserved_event, CANCEL, RAISED_EVENTS};
         let root = YamlPath::root().key("states");
         for (name, state) in states {
             let path = root.key(name);
@@ -1401,7 +1401,7 @@ impl Checker<'_> {
             }
             let paid_targets: Vec<&str> = state
                 .on
-                .get(crate::engine::PAYMENT_SUCCEEDED)
+                .get(crate::domain::events::PAYMENT_SUCCEEDED)
                 .into_iter()
                 .flatten()
                 .filter_map(|t| t.goto.as_deref())
@@ -1432,7 +1432,7 @@ impl Checker<'_> {
         let mut queue: VecDeque<&str> = states
             .values()
             .flat_map(|s| {
-                s.on.get(crate::engine::PAYMENT_SUCCEEDED)
+                s.on.get(crate::domain::events::PAYMENT_SUCCEEDED)
                     .into_iter()
                     .flatten()
             })

@@ -9,7 +9,7 @@ use super::*;
 use crate::dsl::{validate, Catalog, WorkflowDef};
 
 fn follow_up() -> WorkflowDef {
-    let source = include_str!("../../workflows/follow_up_reminder.yaml");
+    let source = include_str!("../../../../workflows/follow_up_reminder.yaml");
     let (def, diagnostics) = validate(
         "follow_up_reminder.yaml",
         source,

@@ -3,6 +3,7 @@
 
 pub mod bill;
 mod duration;
+pub mod events;
 mod money;
 pub mod party;
 mod retry;

@@ -12,8 +12,13 @@ mod error;
 mod scope;
 mod step;
 
+pub use crate::domain::events::{
+    is_reserved_event, ACTION_FAILED, CANCEL, CHILD_COMPLETED, PAYMENT_EXPIRED, PAYMENT_FAILED,
+    PAYMENT_SUCCEEDED, RAISED_EVENTS, REFUND_ABNORMAL, REFUND_FAILED, REFUND_SUCCEEDED,
+    RESERVED_EVENT_NAMESPACES,
+};
 pub use error::{Error, InputProblem};
-pub use step::{normalize_input, normalize_payload, start, step, Started, CANCEL};
+pub use step::{normalize_input, normalize_payload, start, step, Started};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -203,14 +208,6 @@ pub struct InsuranceRefund {
     pub other_funds: i64,
 }
 
-/// The events a payment sends its instance.
-pub const PAYMENT_SUCCEEDED: &str = "payment.succeeded";
-pub const PAYMENT_FAILED: &str = "payment.failed";
-pub const PAYMENT_EXPIRED: &str = "payment.expired";
-pub const REFUND_SUCCEEDED: &str = "refund.succeeded";
-pub const REFUND_FAILED: &str = "refund.failed";
-pub const REFUND_ABNORMAL: &str = "refund.abnormal";
-
 /// A WeChat Pay business number derived from an effect key: `prefix` and
 /// upper-case hex of its SHA-256, 32 characters in all (`out_trade_no`
 /// allows 6-32 of `[0-9A-Za-z_-|*]`).
@@ -238,40 +235,6 @@ pub struct NotifyParentEffect {
     pub state: String,
     pub outcome: String,
     pub data: serde_json::Value,
-}
-
-/// The event a parent receives when a child ends.
-pub const CHILD_COMPLETED: &str = "child.completed";
-
-/// The event a flow receives when an action's effect failed for good.
-pub const ACTION_FAILED: &str = "action.failed";
-
-/// The events o2flow raises today.
-pub const RAISED_EVENTS: [&str; 8] = [
-    PAYMENT_SUCCEEDED,
-    PAYMENT_FAILED,
-    PAYMENT_EXPIRED,
-    REFUND_SUCCEEDED,
-    REFUND_FAILED,
-    REFUND_ABNORMAL,
-    CHILD_COMPLETED,
-    ACTION_FAILED,
-];
-
-/// Namespaces of the events o2flow itself raises: payments, refunds,
-/// children, failed actions, and those of the step kinds to come (codes,
-/// door keys, queues, messages, incidents). Such an event is never accepted
-/// from the API: only the effect behind it can raise it.
-pub const RESERVED_EVENT_NAMESPACES: [&str; 9] = [
-    "payment", "refund", "child", "action", "code", "door_key", "queue", "message", "incident",
-];
-
-/// Whether `event_type` is one only o2flow raises (`payment.succeeded`,
-/// `child.completed`, …) or one the engine uses itself (`start`, `timer`).
-pub fn is_reserved_event(event_type: &str) -> bool {
-    let namespace = event_type.split('.').next().unwrap_or_default();
-    (event_type.contains('.') && RESERVED_EVENT_NAMESPACES.contains(&namespace))
-        || matches!(event_type, "start" | "timer")
 }
 
 /// A message to render from `template` and deliver to `to`.

@@ -217,9 +217,7 @@ fn business_key_of(
     }
 }
 
-/// The event type of a cancellation, whether it comes from
-/// `POST /instances/{id}/cancel` or as a named or correlated event.
-pub const CANCEL: &str = "cancel";
+use crate::domain::events::CANCEL;
 
 /// Applies one event to an instance.
 ///

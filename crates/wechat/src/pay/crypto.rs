@@ -332,29 +332,6 @@ pub fn id_digest(id_number: &str) -> String {
     ))
 }
 
-/// Decrypts an OAEP (SHA-1) field with a private key: what WeChat Pay does
-/// with our sensitive fields, and so what the fake server does. Test keys
-/// only (the `rsa` crate's private-key operations are not constant-time,
-/// RUSTSEC-2023-0071; o2flow itself never holds WeChat Pay's private key).
-///
-/// # Errors
-/// `BadKey` or `Decryption`.
-pub fn decrypt_oaep_for_tests(
-    private_pem: &str,
-    ciphertext_b64: &str,
-) -> Result<String, CryptoError> {
-    use rsa::pkcs8::DecodePrivateKey;
-    let key = rsa::RsaPrivateKey::from_pkcs8_pem(private_pem)
-        .map_err(|e| CryptoError::BadKey(e.to_string()))?;
-    let ciphertext = BASE64
-        .decode(ciphertext_b64)
-        .map_err(|_| CryptoError::Decryption)?;
-    let plain = key
-        .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ciphertext)
-        .map_err(|_| CryptoError::Decryption)?;
-    String::from_utf8(plain).map_err(|_| CryptoError::Decryption)
-}
-
 /// The APIv3 key: exactly 32 bytes, used as-is as an AES-256 key.
 #[derive(Clone)]
 pub struct ApiV3Key([u8; 32]);

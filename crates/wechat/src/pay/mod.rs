@@ -3,4 +3,3 @@
 
 pub mod client;
 pub mod crypto;
-pub mod fake;

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use super::crypto::{
     authorization, pay_sign_message, ApiV3Key, CryptoError, MerchantKey, PlatformKeys, VerifyingKey,
 };
-use crate::domain::{CheckedBill, MixPayType};
-use crate::runtime::Clock;
+use o2flow_core::clock::Clock;
+use o2flow_core::domain::{CheckedBill, MixPayType};
 
 /// The real host.
 pub const DEFAULT_BASE_URL: &str = "https://api.mch.weixin.qq.com";
@@ -759,7 +759,7 @@ impl PayClient {
         body["med_ins_other_fee"] = json!(bill.split.other_funds);
         body["med_ins_cash_fee"] = json!(bill.split.self_pay);
         body["wechat_pay_cash_fee"] = json!(bill.wechat_pay_cash);
-        let detail = |list: &[crate::domain::Adjustment], fee: &str, kind: &str| -> Value {
+        let detail = |list: &[o2flow_core::domain::Adjustment], fee: &str, kind: &str| -> Value {
             list.iter()
                 .map(|a| json!({fee: a.amount, kind: a.kind}))
                 .collect()
