@@ -6,13 +6,24 @@
 //!
 //! Architecture invariant: `store` knows nothing of HTTP.
 
+mod claim;
+mod correlation;
+mod definitions;
 pub mod entities;
+mod idempotency;
+mod incidents;
+mod instances;
+mod moves;
+mod outbox;
 mod payments;
-mod repo;
+mod rows;
+mod schedules;
 mod templates;
+mod tenants;
+mod timers;
 
 pub use payments::*;
-pub use repo::*;
+pub use rows::*;
 pub use templates::*;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};

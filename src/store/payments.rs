@@ -14,7 +14,7 @@ use sea_orm::{
 };
 
 use super::entities::{merchants, outbox, pay_notifications, payments, refunds, settings, tenants};
-use super::repo::append_history;
+use super::instances::append_history;
 use super::{ms, Result, Store};
 
 pub use super::entities::merchants::Model as MerchantRow;
@@ -475,15 +475,8 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<PaymentRow>> {
-        self.claim_due::<payments::Entity>(
-            "payments",
-            "out_trade_no",
-            "state = 'pending'",
-            now,
-            lease,
-            limit,
-        )
-        .await
+        self.claim::<payments::Entity>(super::claim::PAYMENTS, now, lease, limit)
+            .await
     }
 
     // ---- refunds ----------------------------------------------------------------
@@ -721,55 +714,8 @@ impl Store {
         lease: chrono::Duration,
         limit: u64,
     ) -> Result<Vec<RefundRow>> {
-        self.claim_due::<refunds::Entity>(
-            "refunds",
-            "out_refund_no",
-            // Open refunds, and done ones whose 医保 part WeChat Pay has not
-            // yet accepted the report of.
-            "(status IN ('pending', 'processing') OR (status = 'succeeded' \
-             AND insurance IS NOT NULL AND insurance_notified_at_ms IS NULL))",
-            now,
-            lease,
-            limit,
-        )
-        .await
-    }
-
-    /// Claims rows of `table` matching `open` whose check is due, for `lease`.
-    async fn claim_due<E: EntityTrait>(
-        &self,
-        table: &str,
-        key: &str,
-        open: &str,
-        now: DateTime<Utc>,
-        lease: chrono::Duration,
-        limit: u64,
-    ) -> Result<Vec<E::Model>> {
-        // An idle pass of the background loop only reads (as the timer and
-        // outbox claims do): on PostgreSQL a claim is a commit.
-        let probe = format!(
-            "SELECT {key} FROM {table} WHERE {open} AND next_check_at_ms <= $1 \
-             AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1"
-        );
-        if !self.any_due(&probe, now).await? {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "UPDATE {table} SET locked_until_ms = $1 WHERE {key} IN (\
-             SELECT {key} FROM {table} WHERE {open} AND next_check_at_ms <= $2 \
-             AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
-             ORDER BY next_check_at_ms LIMIT $3{}) RETURNING *",
-            self.skip_locked_clause()
-        );
-        let values = [
-            ms(now + lease).into(),
-            ms(now).into(),
-            i64::try_from(limit).unwrap_or(i64::MAX).into(),
-        ];
-        Ok(E::find()
-            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
-            .all(&self.db)
-            .await?)
+        self.claim::<refunds::Entity>(super::claim::REFUNDS, now, lease, limit)
+            .await
     }
 
     /// Releases a claimed payment or refund until `at`, noting the last error.
