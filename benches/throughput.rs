@@ -60,11 +60,7 @@ async fn run(label: &str, url: &str, total: usize, concurrency: usize) {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(
-        runtime
-            .clone()
-            .run_background(Duration::from_millis(5), stopped),
-    );
+    let background = runtime.spawn_jobs(Duration::from_millis(5), &stopped);
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -124,7 +120,9 @@ async fn run(label: &str, url: &str, total: usize, concurrency: usize) {
     }
     let elapsed = started.elapsed();
     let _ = stop.send(true);
-    let _ = background.await;
+    for job in background {
+        let _ = job.await;
+    }
     // Messages are delivered by the background loop; make sure none is left.
     runtime
         .drain_outbox()

@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// it dies, another process (or this one restarted) takes them over.
     #[arg(long, env = "O2FLOW_CLAIM_LEASE", default_value = "30s", value_parser = parse_lease)]
     pub claim_lease: chrono::Duration,
+    /// `system`, or `manual`: time stands still until an admin moves it
+    /// (`POST /api/v1/clock/advance {"by": "24h"}`), so a flow with a 7-day
+    /// expiry can be tried in seconds. Refused while any tenant is production.
+    #[arg(long, env = "O2FLOW_CLOCK", default_value = "system", value_parser = ["system", "manual"])]
+    pub clock: String,
 }
 
 fn parse_lease(text: &str) -> Result<chrono::Duration, String> {
@@ -460,6 +465,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         webhook_url,
         webhook_secret_file,
         claim_lease,
+        clock,
     } = args;
     let (bind, database_url, workflows, templates_dir) = (
         bind.as_str(),
@@ -500,19 +506,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     let listener = std::net::TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
-    let runtime = Arc::new(Runtime::new(Options {
+    let manual = clock == "manual";
+    let clock: Arc<dyn crate::runtime::Clock> = if manual {
+        Arc::new(crate::runtime::ManualClock::new(chrono::Utc::now()))
+    } else {
+        Arc::new(SystemClock)
+    };
+    let app = crate::app::App::new(Options {
         webhook,
         lease: claim_lease,
         templates_dir: Some(templates_dir.to_path_buf()),
         ..Options::new(
             store.clone(),
-            Arc::new(SystemClock),
+            clock,
             Arc::new(templates),
             public_url.clone(),
         )
-    }));
+    });
+    let runtime = app.runtime().clone();
     let now = chrono::Utc::now();
     for tenant in store.tenants().await? {
+        if tenant.production && manual {
+            eprintln!(
+                "error: refusing to start: --clock manual moves time for every tenant, and tenant `{}` is marked production (o2flow tenants set-production --tenant {} --production false)",
+                tenant.id, tenant.id
+            );
+            return Ok(1);
+        }
         if tenant.production && store.merchants(Some(&tenant.id)).await?.is_empty() {
             eprintln!(
                 "error: refusing to start: tenant `{}` is marked production but has no WeChat Pay merchant, and the sandbox takes no real money (o2flow merchants set --tenant {} …, or o2flow tenants set-production --tenant {} --production false)",
@@ -543,19 +563,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         );
     }
     println!(
-        "o2flow listening on http://{address} (database: {})",
-        redact(database_url)
+        "o2flow listening on http://{address} (database: {}){}",
+        redact(database_url),
+        if manual {
+            "; the clock is manual: POST /api/v1/clock/advance moves it"
+        } else {
+            ""
+        }
     );
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let background = tokio::spawn(
-        runtime
-            .clone()
-            .run_background(std::time::Duration::from_millis(500), shutdown_rx),
-    );
-    let server = crate::http::server(runtime, listener)?;
-    server.await?;
-    let _ = shutdown_tx.send(true);
-    let _ = background.await;
+    app.start(
+        listener,
+        crate::app::Background::Loops {
+            tick: crate::app::TICK,
+        },
+    )?
+    .until_stopped()
+    .await?;
     Ok(0)
 }
 

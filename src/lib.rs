@@ -9,6 +9,7 @@
 //! template into the web inbox). `dsl` parses and checks workflow files.
 //! See ARCHITECTURE.md for the invariants.
 
+pub mod app;
 pub mod channels;
 pub mod cli;
 pub mod http;

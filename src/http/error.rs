@@ -112,6 +112,10 @@ impl From<runtime::Error> for ApiError {
                 "incident_not_open",
                 format!("incident {id} is not open; only open incidents are retried"),
             ),
+            error @ R::ClockNotManual => {
+                ApiError::new(StatusCode::CONFLICT, "clock_not_manual", error.to_string())
+            }
+            error @ R::BadAdvance(_) => ApiError::unprocessable("invalid_duration", error.to_string()),
             error @ R::InvalidTemplate(_) => {
                 ApiError::unprocessable("invalid_template", error.to_string())
             }

@@ -3,7 +3,7 @@
 use actix_web::{web, HttpRequest};
 
 use super::error::ApiError;
-use super::handlers::{events, health, inbox, incidents, instances, payments, workflows};
+use super::handlers::{clock, events, health, inbox, incidents, instances, payments, workflows};
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -69,7 +69,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route("/events", web::post().to(events::publish))
                 .route("/incidents", web::get().to(incidents::list))
                 .route("/incidents/{id}/retry", web::post().to(incidents::retry))
-                .route("/inbox/{party_id}", web::get().to(inbox::list)),
+                .route("/inbox/{party_id}", web::get().to(inbox::list))
+                .route("/clock", web::get().to(clock::get))
+                .route("/clock/advance", web::post().to(clock::advance)),
         )
         .default_service(web::to(not_found));
 }

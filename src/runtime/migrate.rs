@@ -129,7 +129,7 @@ impl Runtime {
             {
                 Ok(()) => {
                     tracing::info!(workflow.name = %workflow, "migrated {} instance(s) from version {} to {}", moves.len(), request.from_version, request.to_version);
-                    self.wake.notify_one();
+                    self.wake();
                     return Ok(MigrationReport {
                         applied: true,
                         ..report

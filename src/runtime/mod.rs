@@ -5,11 +5,13 @@
 //! Architecture invariant: the runtime knows nothing of HTTP; `http`
 //! calls it, and so do the CLI and the tests.
 
+mod jobs;
 mod locks;
 mod migrate;
 mod payments;
 
 pub use crate::domain::RetryPolicy;
+pub use jobs::{ClockAdvance, Job, JOBS};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
 pub use o2flow_core::clock::{Clock, ManualClock, SystemClock};
 pub use payments::{CallbackRefused, PageError, PayView, DEFAULT_RECONCILE_EVERY};
@@ -20,7 +22,7 @@ use std::sync::{Arc, RwLock};
 use chrono::Duration;
 use futures::future::join_all;
 use serde_json::json;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 
 pub use crate::channels::webhook::WebhookConfig;
 use crate::channels::webhook::{Webhook, WebhookMessage};
@@ -70,6 +72,10 @@ pub enum Error {
     ReservedEvent(String),
     #[error("a template is not valid: {0}")]
     InvalidTemplate(String),
+    #[error("the clock is the system's; start o2flow with `serve --clock manual` to move it")]
+    ClockNotManual,
+    #[error("the clock moves forward only, by at most 400 days at once (asked: {0})")]
+    BadAdvance(String),
     #[error(transparent)]
     Store(#[from] store::Error),
 }
@@ -171,7 +177,12 @@ pub struct Runtime {
     public_url: String,
     retry: RetryPolicy,
     definitions: RwLock<HashMap<i64, Arc<WorkflowDef>>>,
+    /// Woken on every commit: the loop of timers and outbox, and the
+    /// loop of payment checks.
     wake: Notify,
+    wake_payments: Notify,
+    /// One clock advance at a time.
+    advancing: tokio::sync::Mutex<()>,
     webhook: Option<Webhook>,
     lease: chrono::Duration,
     /// Per tenant: `keep_for` by event type, and the latest definition id it was built from.
@@ -251,6 +262,8 @@ impl Runtime {
             retry: options.retry,
             definitions: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            wake_payments: Notify::new(),
+            advancing: tokio::sync::Mutex::new(()),
             webhook: options.webhook.map(Webhook::new),
             lease: options.lease,
             keep_for: RwLock::new(HashMap::new()),
@@ -259,6 +272,12 @@ impl Runtime {
             locks: locks::KeyedLocks::default(),
             zones: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// Wakes the background loops: something was committed.
+    fn wake(&self) {
+        self.wake.notify_one();
+        self.wake_payments.notify_one();
     }
 
     pub fn store(&self) -> &Store {
@@ -698,7 +717,7 @@ impl Runtime {
         match inserted {
             Ok(instance) => {
                 tracing::info!(instance.id = %id, workflow.name = %row.name, state = %instance.state, "started instance {id}");
-                self.wake.notify_one();
+                self.wake();
                 Ok((self.after_commit(instance).await?, true))
             }
             Err(error) => match self.replay_start(tenant_id, &request).await? {
@@ -918,7 +937,7 @@ impl Runtime {
             };
             match self.store.commit(&current, &transition, extras, now).await {
                 Ok(instance) => {
-                    self.wake.notify_one();
+                    self.wake();
                     if transition.applied && current.status == "active" {
                         self.check_money_held(&instance, &def, &transition).await?;
                     }
@@ -1227,7 +1246,7 @@ impl Runtime {
                 .await
             {
                 Ok(row) => {
-                    self.wake.notify_one();
+                    self.wake();
                     if transition.applied && current.status == "active" {
                         self.check_money_held(&row, &def, &transition).await?;
                     }
@@ -1453,7 +1472,7 @@ impl Runtime {
         if incident.kind == "refund" {
             self.retry_refund(&incident.effect_key, incident.id).await?;
         }
-        self.wake.notify_one();
+        self.wake();
         self.store
             .incident(tenant_id, id)
             .await?
@@ -1549,54 +1568,6 @@ impl Runtime {
             .outbox_done(row, &detail, self.now())
             .await
             .map_err(|e| Failure::Transient(e.to_string()))
-    }
-
-    /// Runs timers and outbox until `shutdown` turns true: wakes on every
-    /// commit and at least every `tick`.
-    pub async fn run_background(
-        self: Arc<Self>,
-        tick: std::time::Duration,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        loop {
-            if let Err(error) = self.fire_due_schedules().await {
-                tracing::warn!("schedule loop: {error}");
-            }
-            if let Err(error) = self.fire_due_timers().await {
-                tracing::warn!("timer loop: {error}");
-            }
-            if let Err(error) = self.drain_outbox().await {
-                tracing::warn!("outbox loop: {error}");
-            }
-            if let Err(error) = self.reconcile_payments().await {
-                tracing::warn!("payment loop: {error}");
-            }
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(tick) => {}
-                _ = shutdown.changed() => {
-                    if *shutdown.borrow() { return; }
-                }
-            }
-        }
-    }
-
-    /// Fires due timers and drains the outbox until nothing is left: what
-    /// tests call after moving a manual clock.
-    ///
-    /// # Errors
-    /// A store error.
-    pub async fn settle(&self) -> Result<(), Error> {
-        for _ in 0..100 {
-            let started = self.fire_due_schedules().await?;
-            let fired = self.fire_due_timers().await?;
-            let sent = self.drain_outbox().await?;
-            let checked = self.reconcile_payments().await?;
-            if started == 0 && fired == 0 && sent == 0 && checked == 0 {
-                return Ok(());
-            }
-        }
-        Ok(())
     }
 }
 

@@ -1118,7 +1118,7 @@ impl Runtime {
             .await?;
         if moved {
             tracing::info!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} succeeded", payment.out_trade_no);
-            self.wake.notify_one();
+            self.wake();
         }
         Ok(moved)
     }
@@ -1736,7 +1736,7 @@ impl Runtime {
             )
             .await
             .map_err(Error::from)?;
-        self.wake.notify_one();
+        self.wake();
         self.pay_view(token).await
     }
 }

@@ -72,9 +72,12 @@ pub fn start_time() -> chrono::DateTime<Utc> {
 }
 
 pub fn runtime_on(store: Store, clock: Arc<ManualClock>) -> Arc<Runtime> {
-    let templates =
-        Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"));
-    runtime_with(store, clock, templates)
+    runtime_with(store, clock, file_templates())
+}
+
+/// The templates under `templates/`.
+pub fn file_templates() -> Templates {
+    Templates::load(std::path::Path::new("templates")).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A runtime with the given templates (to make a delivery fail, then not).
@@ -160,7 +163,13 @@ impl TestApp {
             .create_api_key("other", "admin", now)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let runtime = runtime_on(store, clock.clone());
+        let app = o2flow::app::App::new(Options::new(
+            store,
+            clock.clone(),
+            Arc::new(file_templates()),
+            "http://o2flow.test".into(),
+        ));
+        let runtime = app.runtime().clone();
         let source = std::fs::read_to_string("workflows/follow_up_reminder.yaml")
             .unwrap_or_else(|e| panic!("{e}"));
         for tenant in ["acme", "other"] {
@@ -170,14 +179,14 @@ impl TestApp {
                 .unwrap_or_else(|e| panic!("{e}"));
         }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-        let address = format!(
-            "http://{}",
-            listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
-        );
-        let server =
-            o2flow::http::server(runtime.clone(), listener).unwrap_or_else(|e| panic!("{e}"));
-        let handle = server.handle();
-        tokio::spawn(server);
+        // The same start-up path as `serve`, and the same jobs: run by
+        // `settle` and clock advances, so a test sees each step happen.
+        let running = app
+            .start(listener, o2flow::app::Background::OnDemand)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let address = format!("http://{}", running.address);
+        let handle = running.handle();
+        tokio::spawn(running.until_stopped());
         TestApp {
             db,
             database_url,

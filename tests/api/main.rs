@@ -8,6 +8,7 @@ mod browser;
 mod cancel;
 mod children;
 mod cli;
+mod clock;
 mod correlation;
 mod crash;
 mod dsl_fixtures;

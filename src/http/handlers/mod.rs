@@ -1,5 +1,6 @@
 //! One file per resource.
 
+pub mod clock;
 pub mod events;
 pub mod health;
 pub mod inbox;
