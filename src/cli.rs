@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+    /// Name the hospital's or hotel's own systems (HIS, PMS) that `call` steps reach.
+    Endpoints {
+        #[command(subcommand)]
+        command: EndpointsCommand,
+    },
     /// Point a tenant or branch at its WeChat Pay merchant account.
     Merchants {
         #[command(subcommand)]
@@ -174,6 +179,34 @@ pub enum TenantsCommand {
         time_zone: String,
         #[arg(long, default_value = "templates")]
         templates: PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointsCommand {
+    /// Set (or replace) a named endpoint: `o2flow endpoints set his https://his.example/api --tenant demo --secret file:/etc/o2flow/his.secret`.
+    Set {
+        /// The name `call: { endpoint: … }` uses: lower-case letters, digits and `_`.
+        name: String,
+        /// The base URL (http or https); a call's `path` is appended to it.
+        url: String,
+        #[arg(long)]
+        tenant: String,
+        /// Only for this branch's instances (default: the whole tenant).
+        #[arg(long)]
+        branch: Option<String>,
+        /// The secret that signs bodies (HMAC-SHA256): `file:/path` or `env:NAME`, never the secret itself.
+        #[arg(long)]
+        secret: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List a tenant's endpoints (secrets by reference only).
+    List {
+        #[arg(long)]
+        tenant: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -357,6 +390,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Merchants {
             command: MerchantsCommand::Set(args),
         } => set_merchant(*args).await,
+        Command::Endpoints {
+            command:
+                EndpointsCommand::Set {
+                    name,
+                    url,
+                    tenant,
+                    branch,
+                    secret,
+                    database,
+                },
+        } => {
+            set_endpoint(
+                &name,
+                &url,
+                &tenant,
+                branch.as_deref(),
+                secret.as_deref(),
+                &database,
+            )
+            .await
+        }
+        Command::Endpoints {
+            command: EndpointsCommand::List { tenant, database },
+        } => {
+            let store = Store::connect(&database.database_url).await?;
+            for e in store.endpoints(&tenant).await? {
+                let branch = if e.branch_id.is_empty() {
+                    "*"
+                } else {
+                    e.branch_id.as_str()
+                };
+                println!(
+                    "{}\tbranch={branch}\turl={}\tsecret={}",
+                    e.name,
+                    e.url,
+                    e.secret_ref.as_deref().unwrap_or("(none)")
+                );
+            }
+            Ok(0)
+        }
         Command::Merchants {
             command: MerchantsCommand::List { tenant, database },
         } => {
@@ -385,6 +458,68 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         }
         Command::Serve(args) => serve(args).await,
     }
+}
+
+async fn set_endpoint(
+    name: &str,
+    url: &str,
+    tenant: &str,
+    branch: Option<&str>,
+    secret: Option<&str>,
+    database: &DatabaseArgs,
+) -> anyhow::Result<i32> {
+    let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid_name {
+        eprintln!("error: `{name}` is not an endpoint name: lower-case letters, digits and `_`, such as his");
+        return Ok(1);
+    }
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
+        _ => {
+            eprintln!("error: `{url}` is not an http:// or https:// URL");
+            return Ok(1);
+        }
+    }
+    if let Some(reference) = secret {
+        if !(reference.starts_with("file:") || reference.starts_with("env:")) {
+            // Never echo what may be the secret itself.
+            eprintln!("error: --secret must be a reference, `file:/path` or `env:NAME`, not the secret itself");
+            return Ok(1);
+        }
+        if let Err(error) = crate::payments::merchant::secret("--secret", reference) {
+            eprintln!("error: {error}");
+            return Ok(1);
+        }
+    }
+    let store = Store::connect(&database.database_url).await?;
+    if store.tenant(tenant).await?.is_none() {
+        eprintln!("error: there is no tenant `{tenant}`");
+        return Ok(1);
+    }
+    if let Some(branch) = branch {
+        if !store.branches(tenant).await?.iter().any(|b| b == branch) {
+            eprintln!("error: tenant `{tenant}` has no branch `{branch}`");
+            return Ok(1);
+        }
+    }
+    store
+        .set_endpoint(tenant, branch, name, url, secret, chrono::Utc::now())
+        .await?;
+    println!(
+        "endpoint `{name}` of tenant `{tenant}`{} is {url}{}",
+        branch
+            .map(|b| format!(", branch `{b}`"))
+            .unwrap_or_default(),
+        if secret.is_some() {
+            " (bodies signed)"
+        } else {
+            " (bodies not signed)"
+        }
+    );
+    Ok(0)
 }
 
 async fn set_merchant(args: MerchantArgs) -> anyhow::Result<i32> {

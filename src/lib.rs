@@ -15,6 +15,7 @@ pub mod cli;
 pub mod http;
 pub mod payments;
 pub mod runtime;
+pub mod steps;
 pub mod store;
 pub mod templates;
 

@@ -27,12 +27,42 @@ pub struct Templates {
     names: BTreeSet<String>,
 }
 
-/// A rendered message.
+/// A rendered message, in each channel's own form: every message has a
+/// title and a text body (inbox, webhook, SMS); a template directory may
+/// add a WeChat template message (`wechat.json.tera`: template id and keyed
+/// data) and an e-mail (`subject.txt.tera`, `body.html.tera`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub title: String,
     pub body: String,
+    /// The WeChat Official Account template message, when the template has one.
+    pub wechat: Option<WechatForm>,
+    /// The e-mail: its subject (default: the title), the text body and the HTML body, if any.
+    pub email: EmailForm,
 }
+
+/// A WeChat template message: the template id from the Official Account's
+/// back office and the value of each of its keys (`thing1`, `time2`, …).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatForm {
+    pub template_id: String,
+    pub data: indexmap::IndexMap<String, String>,
+    /// Where tapping the message leads.
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+/// An e-mail: subject, text and, when the template has one, HTML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmailForm {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// The optional parts of a message directory, each a channel's own form.
+const OPTIONAL_PARTS: [&str; 3] = ["wechat.json.tera", "subject.txt.tera", "body.html.tera"];
 
 impl Templates {
     /// Loads every `<name>/title.txt.tera` and `<name>/body.txt.tera` under `dir`.
@@ -61,6 +91,12 @@ impl Templates {
                     return Err(fail(format!("{name}/ has no {part}")));
                 }
                 files.push((file, Some(format!("{name}/{part}"))));
+            }
+            for part in OPTIONAL_PARTS {
+                let file = path.join(part);
+                if file.is_file() {
+                    files.push((file, Some(format!("{name}/{part}"))));
+                }
             }
             names.insert(name);
         }
@@ -116,9 +152,42 @@ impl Templates {
                     message: chain(&e),
                 })
         };
+        let has = |part: &str| {
+            self.tera
+                .get_template_names()
+                .any(|t| t == format!("{name}/{part}"))
+        };
+        let title = render("title.txt.tera")?.trim().to_owned();
+        let body = render("body.txt.tera")?.trim_end().to_owned();
+        let wechat = if has("wechat.json.tera") {
+            let text = render("wechat.json.tera")?;
+            Some(
+                serde_json::from_str::<WechatForm>(&text).map_err(|e| Error::Render {
+                    name: name.to_owned(),
+                    message: format!("wechat.json.tera is not a template message ({{\"template_id\", \"data\": {{key: text}}, \"url\"}}): {e}"),
+                })?,
+            )
+        } else {
+            None
+        };
+        let email = EmailForm {
+            subject: if has("subject.txt.tera") {
+                render("subject.txt.tera")?.trim().to_owned()
+            } else {
+                title.clone()
+            },
+            text: body.clone(),
+            html: if has("body.html.tera") {
+                Some(render("body.html.tera")?)
+            } else {
+                None
+            },
+        };
         Ok(Rendered {
-            title: render("title.txt.tera")?.trim().to_owned(),
-            body: render("body.txt.tera")?.trim_end().to_owned(),
+            title,
+            body,
+            wechat,
+            email,
         })
     }
 }

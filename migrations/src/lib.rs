@@ -12,6 +12,7 @@ mod m20261123_000006_add_instance_parent;
 mod m20261123_000007_create_payments;
 mod m20261201_000008_add_medical_insurance;
 mod m20261202_000009_create_message_templates;
+mod m20261202_000010_create_endpoints;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_create_payments::Migration),
             Box::new(m20261201_000008_add_medical_insurance::Migration),
             Box::new(m20261202_000009_create_message_templates::Migration),
+            Box::new(m20261202_000010_create_endpoints::Migration),
         ]
     }
 }

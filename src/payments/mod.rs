@@ -4,7 +4,7 @@
 //! drives them; `wechat::pay` speaks the protocol.
 
 mod link;
-mod merchant;
+pub mod merchant;
 mod provider;
 
 pub use link::LinkSigner;

@@ -5,12 +5,14 @@
 //! Architecture invariant: the runtime knows nothing of HTTP; `http`
 //! calls it, and so do the CLI and the tests.
 
+mod effects;
 mod jobs;
 mod locks;
 mod migrate;
 mod payments;
 
 pub use crate::domain::RetryPolicy;
+pub use effects::{Execute, Failure};
 pub use jobs::{ClockAdvance, Job, JOBS};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
 pub use o2flow_core::clock::{Clock, ManualClock, SystemClock};
@@ -28,9 +30,7 @@ pub use crate::channels::webhook::WebhookConfig;
 use crate::channels::webhook::{Webhook, WebhookMessage};
 use crate::channels::DeliveryError;
 use crate::dsl::{self, Catalog, Channel, Diagnostic, WorkflowDef};
-use crate::engine::{
-    self, Event, NotifyParentEffect, PayEffect, RefundEffect, SendEffect, StartChildEffect,
-};
+use crate::engine::{self, Event, SendEffect};
 use crate::store::{
     self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
     Store,
@@ -183,6 +183,7 @@ pub struct Runtime {
     wake_payments: Notify,
     /// One clock advance at a time.
     advancing: tokio::sync::Mutex<()>,
+    http: reqwest::Client,
     webhook: Option<Webhook>,
     lease: chrono::Duration,
     /// Per tenant: `keep_for` by event type, and the latest definition id it was built from.
@@ -264,6 +265,7 @@ impl Runtime {
             wake: Notify::new(),
             wake_payments: Notify::new(),
             advancing: tokio::sync::Mutex::new(()),
+            http: reqwest::Client::new(),
             webhook: options.webhook.map(Webhook::new),
             lease: options.lease,
             keep_for: RwLock::new(HashMap::new()),
@@ -272,6 +274,12 @@ impl Runtime {
             locks: locks::KeyedLocks::default(),
             zones: RwLock::new(HashMap::new()),
         }
+    }
+
+    /// The HTTP client of outgoing calls (`call` steps): one pool of
+    /// connections for the process.
+    pub fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     /// Wakes the background loops: something was committed.
@@ -771,7 +779,7 @@ impl Runtime {
     ///
     /// # Errors
     /// As `send_event`.
-    async fn raise(
+    pub(crate) async fn raise(
         &self,
         tenant_id: &str,
         instance_id: &str,
@@ -1296,34 +1304,8 @@ impl Runtime {
 
     async fn execute(&self, row: &store::OutboxRow) -> Result<bool, Error> {
         let now = self.now();
-        let mut policy = self.retry;
-        let outcome = match row.kind.as_str() {
-            "send" => match serde_json::from_str::<SendEffect>(&row.payload) {
-                Ok(send) => {
-                    policy = send.retry.unwrap_or(policy);
-                    self.deliver(row, &send).await
-                }
-                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
-            },
-            "start_child" => match serde_json::from_str::<StartChildEffect>(&row.payload) {
-                Ok(start) => self.start_child(row, &start).await,
-                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
-            },
-            "notify_parent" => match serde_json::from_str::<NotifyParentEffect>(&row.payload) {
-                Ok(notify) => self.notify_parent(row, &notify).await,
-                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
-            },
-            "pay" => match serde_json::from_str::<PayEffect>(&row.payload) {
-                Ok(pay) => self.execute_pay(row, &pay).await,
-                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
-            },
-            "refund" => match serde_json::from_str::<RefundEffect>(&row.payload) {
-                Ok(refund) => self.execute_refund(row, &refund).await,
-                Err(error) => Err(Failure::Permanent(format!("unreadable payload: {error}"))),
-            },
-            store::DELIVER_EVENT => self.deliver_owed(row).await,
-            other => Err(Failure::Permanent(format!("unknown effect kind `{other}`"))),
-        };
+        let (outcome, own_policy) = self.execute_row(row).await;
+        let policy = own_policy.unwrap_or(self.retry);
         let (message, retry_at) = match outcome {
             Ok(()) => return Ok(true),
             Err(Failure::Transient(message)) => {
@@ -1347,73 +1329,6 @@ impl Runtime {
             }
         }
         Ok(false)
-    }
-
-    /// Starts a child instance once: the start carries the effect's key as
-    /// its idempotency key, then the outbox row is marked done.
-    async fn start_child(
-        &self,
-        row: &store::OutboxRow,
-        start: &StartChildEffect,
-    ) -> Result<(), Failure> {
-        let parent = self
-            .store
-            .instance(&row.tenant_id, &start.parent_id)
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))?;
-        let request = StartRequest {
-            workflow: start.workflow.clone(),
-            input: start.input.clone(),
-            branch: parent.map(|p| p.branch_id),
-            business_key: None,
-            idempotency: Some((
-                row.effect_key.clone(),
-                store::sha256_hex(row.effect_key.as_bytes()),
-            )),
-            parent_id: Some(start.parent_id.clone()),
-        };
-        let (child, _) =
-            self.start(&row.tenant_id, request)
-                .await
-                .map_err(|error| match error {
-                    Error::Store(error) => Failure::Transient(error.to_string()),
-                    other => Failure::Permanent(other.to_string()),
-                })?;
-        self.store
-            .outbox_done(row, &json!({"effect": "start_child", "key": row.effect_key, "child": child.id, "workflow": child.workflow}), self.now())
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))
-    }
-
-    /// Delivers `child.completed` to the parent once (keyed by the child).
-    /// A parent that is over, or whose state does not handle it, records
-    /// nothing and the effect is done.
-    async fn notify_parent(
-        &self,
-        row: &store::OutboxRow,
-        notify: &NotifyParentEffect,
-    ) -> Result<(), Failure> {
-        let event = Event::Named {
-            event_type: engine::CHILD_COMPLETED.into(),
-            payload: json!({"child_id": notify.child_id, "workflow": notify.workflow, "state": notify.state, "outcome": notify.outcome, "data": notify.data}),
-        };
-        let key = format!("child:{}", notify.child_id);
-        let idempotency = Some((key.clone(), store::sha256_hex(key.as_bytes())));
-        let delivered = match self
-            .raise(&row.tenant_id, &notify.parent_id, event, idempotency)
-            .await
-        {
-            Ok(_) => true,
-            Err(Error::Engine(
-                engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
-            )) => false,
-            Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
-            Err(error) => return Err(Failure::Permanent(error.to_string())),
-        };
-        self.store
-            .outbox_done(row, &json!({"effect": "notify_parent", "key": row.effect_key, "parent": notify.parent_id, "delivered": delivered}), self.now())
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))
     }
 
     /// An effect failed for good: the flow gets `action.failed`; when its
@@ -1481,7 +1396,11 @@ impl Runtime {
 
     /// Renders the message and tries its channels in order; the first that
     /// takes it delivers it, and the outbox row is done with it.
-    async fn deliver(&self, row: &store::OutboxRow, send: &SendEffect) -> Result<(), Failure> {
+    pub(crate) async fn deliver(
+        &self,
+        row: &store::OutboxRow,
+        send: &SendEffect,
+    ) -> Result<(), Failure> {
         let mut context = send.context.clone();
         // A party without a time zone is in the tenant's.
         let zone = self
@@ -1568,19 +1487,6 @@ impl Runtime {
             .outbox_done(row, &detail, self.now())
             .await
             .map_err(|e| Failure::Transient(e.to_string()))
-    }
-}
-
-enum Failure {
-    Transient(String),
-    Permanent(String),
-}
-
-impl Failure {
-    fn message(&self) -> &str {
-        match self {
-            Failure::Transient(m) | Failure::Permanent(m) => m,
-        }
     }
 }
 

@@ -9,6 +9,7 @@
 mod claim;
 mod correlation;
 mod definitions;
+mod endpoints;
 pub mod entities;
 mod idempotency;
 mod incidents;
@@ -22,6 +23,7 @@ mod templates;
 mod tenants;
 mod timers;
 
+pub use endpoints::*;
 pub use payments::*;
 pub use rows::*;
 pub use templates::*;

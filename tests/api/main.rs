@@ -5,6 +5,7 @@ mod helpers;
 
 mod bad_input;
 mod browser;
+mod call;
 mod cancel;
 mod children;
 mod cli;

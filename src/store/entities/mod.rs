@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod branches;
 pub mod correlated_events;
+pub mod endpoints;
 pub mod history;
 pub mod idempotency_keys;
 pub mod inbox_messages;

@@ -19,8 +19,12 @@ pub const CHILD_COMPLETED: &str = "child.completed";
 /// The event a flow receives when an action's effect failed for good.
 pub const ACTION_FAILED: &str = "action.failed";
 
+/// The event a flow receives when a `call` was answered; the fields its
+/// `result` names are in `data` already.
+pub const CALL_SUCCEEDED: &str = "call.succeeded";
+
 /// The events o2flow raises today.
-pub const RAISED_EVENTS: [&str; 8] = [
+pub const RAISED_EVENTS: [&str; 9] = [
     PAYMENT_SUCCEEDED,
     PAYMENT_FAILED,
     PAYMENT_EXPIRED,
@@ -29,14 +33,16 @@ pub const RAISED_EVENTS: [&str; 8] = [
     REFUND_ABNORMAL,
     CHILD_COMPLETED,
     ACTION_FAILED,
+    CALL_SUCCEEDED,
 ];
 
 /// Namespaces of the events o2flow itself raises: payments, refunds,
 /// children, failed actions, and those of the step kinds to come (codes,
 /// door keys, queues, messages, incidents). Such an event is never accepted
 /// from the API: only the effect behind it can raise it.
-pub const RESERVED_EVENT_NAMESPACES: [&str; 9] = [
-    "payment", "refund", "child", "action", "code", "door_key", "queue", "message", "incident",
+pub const RESERVED_EVENT_NAMESPACES: [&str; 10] = [
+    "payment", "refund", "child", "action", "call", "code", "door_key", "queue", "message",
+    "incident",
 ];
 
 /// Whether `event_type` is one only o2flow raises (`payment.succeeded`,

@@ -79,6 +79,7 @@ pub enum Action {
     Start(StartAction),
     Pay(PayAction),
     Refund(RefundAction),
+    Call(super::call::CallAction),
 }
 
 /// Asks a party to pay an amount or a bill.
@@ -163,6 +164,7 @@ impl Action {
         match self {
             Action::Set(set) => set.fields.iter().map(|(_, e)| e).collect(),
             Action::Send(_) => Vec::new(),
+            Action::Call(call) => call.body.iter().map(|(_, e)| e).collect(),
             Action::Start(start) => start.input.iter().map(|(_, e)| e).collect(),
             Action::Pay(pay) => [
                 pay.amount.as_ref(),

@@ -3,15 +3,17 @@
 //! graph. Does no IO and knows nothing of storage, HTTP or time: callers
 //! hand it the source text and a `Catalog` of the templates that exist.
 
+mod call;
 mod cron;
 mod def;
 mod diagnostic;
 pub mod expr;
 mod graph;
 mod model;
-mod validate;
+pub(crate) mod validate;
 pub mod yaml;
 
+pub use call::{CallAction, CallSpec};
 pub use cron::CronSpec;
 pub use def::{
     Action, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction, StartAction,
@@ -21,5 +23,7 @@ pub use def::{
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};
 pub use graph::mermaid;
-pub use model::{json_schema, FieldSpec, Outcome, PayScene, ValueType, WorkflowFile};
+pub use model::{
+    json_schema, ExprText, FieldSpec, Outcome, PayScene, RetrySpec, ValueType, WorkflowFile,
+};
 pub use validate::{check_data_value, check_value, is_event_name, validate, Catalog};

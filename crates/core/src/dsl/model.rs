@@ -446,6 +446,10 @@ pub enum ActionSpec {
     /// Refunds a payment of this instance, in full or in part; the flow
     /// receives `refund.succeeded`, `refund.failed` or `refund.abnormal`.
     Refund(RefundSpec),
+    /// Calls the hospital's or hotel's own system (a named endpoint) with a
+    /// signed JSON body; named fields of the answer are written into `data`
+    /// and the flow receives `call.succeeded`.
+    Call(super::call::CallSpec),
 }
 
 /// Where the payer pays.

@@ -218,10 +218,40 @@ pub fn is_event_name(name: &str) -> bool {
         })
 }
 
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     sink: Sink<'a>,
     catalog: &'a Catalog,
     spec: &'a WorkflowFile,
+}
+
+/// What a step kind's own checks use (`dsl/call.rs`).
+impl Checker<'_> {
+    /// Reports a problem at `path` (its value), with a hint.
+    pub(crate) fn problem(
+        &mut self,
+        code: &'static str,
+        path: &YamlPath,
+        message: String,
+        hint: &str,
+    ) {
+        self.sink
+            .push(code, path, Anchor::Value, message, Some(hint.to_owned()));
+    }
+
+    /// Compiles a CEL expression and checks the names it reads.
+    pub(crate) fn expr(&mut self, source: &str, path: &YamlPath) -> Option<Expr> {
+        self.check_expr(source, path)
+    }
+
+    /// Whether `field` is declared under `data:`.
+    pub(crate) fn is_data_field(&self, field: &str) -> bool {
+        self.spec.data.contains_key(field)
+    }
+
+    /// Checks a `retry:` block.
+    pub(crate) fn retry(&mut self, spec: &RetrySpec, path: &YamlPath) -> Option<RetryPolicy> {
+        self.check_retry(spec, path)
+    }
 }
 
 impl Checker<'_> {
@@ -912,6 +942,9 @@ impl Checker<'_> {
                 Some(Action::Set(SetAction { fields: compiled }))
             }
             ActionSpec::Send(send) => self.check_send(send, &path.key("send")).map(Action::Send),
+            ActionSpec::Call(call) => {
+                super::call::check(self, call, &path.key("call")).map(Action::Call)
+            }
             ActionSpec::Pay(pay) => self.check_pay(pay, &path.key("pay")).map(Action::Pay),
             ActionSpec::Refund(refund) => self
                 .check_refund(refund, &path.key("refund"))

@@ -13,10 +13,11 @@ mod scope;
 mod step;
 
 pub use crate::domain::events::{
-    is_reserved_event, ACTION_FAILED, CANCEL, CHILD_COMPLETED, PAYMENT_EXPIRED, PAYMENT_FAILED,
-    PAYMENT_SUCCEEDED, RAISED_EVENTS, REFUND_ABNORMAL, REFUND_FAILED, REFUND_SUCCEEDED,
-    RESERVED_EVENT_NAMESPACES,
+    is_reserved_event, ACTION_FAILED, CALL_SUCCEEDED, CANCEL, CHILD_COMPLETED, PAYMENT_EXPIRED,
+    PAYMENT_FAILED, PAYMENT_SUCCEEDED, RAISED_EVENTS, REFUND_ABNORMAL, REFUND_FAILED,
+    REFUND_SUCCEEDED, RESERVED_EVENT_NAMESPACES,
 };
+pub use actions::call::{pick_answer_fields, CallEffect};
 pub use error::{Error, InputProblem};
 pub use step::{normalize_input, normalize_payload, start, step, Started};
 
@@ -134,16 +135,23 @@ pub struct Effect {
     pub kind: EffectKind,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What an effect does, with its data. Stored in the outbox tagged: the
+/// row's `kind` column is the tag (`send`, `pay`, …) and its `payload` the
+/// data, read back with `EffectKind::from_stored`. The runtime dispatches
+/// on this enum exhaustively, so a kind without an executor does not compile.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "effect", rename_all = "snake_case")]
 pub enum EffectKind {
     Send(SendEffect),
     StartChild(StartChildEffect),
     NotifyParent(NotifyParentEffect),
     Pay(PayEffect),
     Refund(RefundEffect),
+    Call(CallEffect),
 }
 
 impl EffectKind {
+    /// The tag stored in the outbox's `kind` column.
     pub fn name(&self) -> &'static str {
         match self {
             EffectKind::Send(_) => "send",
@@ -151,21 +159,27 @@ impl EffectKind {
             EffectKind::NotifyParent(_) => "notify_parent",
             EffectKind::Pay(_) => "pay",
             EffectKind::Refund(_) => "refund",
+            EffectKind::Call(_) => "call",
         }
     }
 
-    /// The effect's data as stored in the outbox.
+    /// The effect's data as stored in the outbox's `payload` column.
     ///
     /// # Errors
     /// Serialisation failed.
     pub fn payload(&self) -> Result<String, serde_json::Error> {
-        match self {
-            EffectKind::Send(send) => serde_json::to_string(send),
-            EffectKind::StartChild(start) => serde_json::to_string(start),
-            EffectKind::NotifyParent(notify) => serde_json::to_string(notify),
-            EffectKind::Pay(pay) => serde_json::to_string(pay),
-            EffectKind::Refund(refund) => serde_json::to_string(refund),
-        }
+        let tagged = serde_json::to_value(self)?;
+        serde_json::to_string(tagged.get("effect").unwrap_or(&serde_json::Value::Null))
+    }
+
+    /// An effect as stored: its tag and its data. A tag no kind has, or
+    /// data that does not fit the kind, is an error, never a default.
+    ///
+    /// # Errors
+    /// The stored effect is unreadable.
+    pub fn from_stored(kind: &str, payload: &str) -> Result<EffectKind, serde_json::Error> {
+        let effect: serde_json::Value = serde_json::from_str(payload)?;
+        serde_json::from_value(serde_json::json!({"kind": kind, "effect": effect}))
     }
 }
 

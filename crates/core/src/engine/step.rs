@@ -217,7 +217,7 @@ fn business_key_of(
     }
 }
 
-use crate::domain::events::CANCEL;
+use crate::domain::events::{CALL_SUCCEEDED, CANCEL};
 
 /// Applies one event to an instance.
 ///
@@ -313,7 +313,43 @@ pub fn step(
     };
     let event_json = run.event.clone();
     match event {
-        Event::Named { event_type, .. } => {
+        Event::Named {
+            event_type,
+            payload,
+        } => {
+            // A `call` was answered: the fields its `result` named go into
+            // data, whether or not the state handles `call.succeeded`.
+            if event_type == CALL_SUCCEEDED {
+                if let Some(fields) = payload.get("fields").and_then(Json::as_object) {
+                    for (field, value) in fields {
+                        let Some(spec) = def.data.get(field) else {
+                            continue;
+                        };
+                        let value = crate::dsl::check_data_value(spec, value).map_err(
+                            |(code, message)| {
+                                Error::InvalidPayload(vec![super::InputProblem {
+                                    code,
+                                    field: field.clone(),
+                                    message: format!(
+                                        "the answer gave {value} for `{field}` ({}): {message}",
+                                        spec.ty.as_str()
+                                    ),
+                                }])
+                            },
+                        )?;
+                        if let Some(data) = run.data.as_object_mut() {
+                            data.insert(field.clone(), value);
+                        }
+                    }
+                }
+                if !state.on.contains_key(event_type) {
+                    run.history.push(HistoryEntry {
+                        kind: "call_answered",
+                        detail: event_json,
+                    });
+                    return Ok(run.finish(true));
+                }
+            }
             let Some(transitions) = state.on.get(event_type) else {
                 return Err(Error::EventNotHandled {
                     state: instance.state.to_owned(),

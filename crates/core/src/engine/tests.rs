@@ -556,3 +556,27 @@ fn each_occurrence_of_an_internal_transition_gets_its_own_effect_key_and_a_repla
     assert_eq!(key(&replay), key(&one), "the same occurrence, the same key");
     assert_eq!(key(&two), vec!["i1/1/on.ping.0@2/1".to_owned()]);
 }
+
+#[test]
+fn effects_are_stored_tagged_and_read_back_exactly() {
+    use super::{EffectKind, StartChildEffect};
+    let effect = EffectKind::StartChild(StartChildEffect {
+        workflow: "follow_up_reminder".into(),
+        input: serde_json::json!({"patient": {"id": "p-1"}}),
+        parent_id: "parent".into(),
+    });
+    let payload = effect.payload().unwrap_or_default();
+    assert_eq!(
+        payload,
+        r#"{"workflow":"follow_up_reminder","input":{"patient":{"id":"p-1"}},"parent_id":"parent"}"#
+    );
+    assert_eq!(effect.name(), "start_child");
+    assert_eq!(
+        EffectKind::from_stored("start_child", &payload).ok(),
+        Some(effect)
+    );
+    // A tag no kind has, or data that does not fit, is an error.
+    assert!(EffectKind::from_stored("door_key", &payload).is_err());
+    assert!(EffectKind::from_stored("send", &payload).is_err());
+    assert!(EffectKind::from_stored("start_child", "not json").is_err());
+}

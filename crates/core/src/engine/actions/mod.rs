@@ -4,6 +4,7 @@
 //! adds a file here and a variant in `dsl::Action`; the engine core in
 //! `step.rs` does not change.
 
+pub mod call;
 mod pay;
 mod send;
 mod set;
@@ -42,5 +43,6 @@ pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error
         Action::Start(start) => start::run(start, context),
         Action::Pay(pay) => pay::run(pay, context),
         Action::Refund(refund) => pay::run_refund(refund, context),
+        Action::Call(call) => call::run(call, context),
     }
 }

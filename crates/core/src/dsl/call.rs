@@ -1,0 +1,126 @@
+//! The `call` step kind as a workflow file writes it: its YAML, its checks
+//! and the checked action. The engine plans it (`engine::actions::call`),
+//! the shell executes it (`src/steps/call.rs`).
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::model::{ExprText, RetrySpec};
+use super::validate::Checker;
+use super::yaml::YamlPath;
+use super::Expr;
+use crate::domain::RetryPolicy;
+
+/// `call: { endpoint: his, path: /slots/hold, body: {…}, result: {…} }`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CallSpec {
+    /// A named endpoint of the tenant (or of the instance's branch):
+    /// `o2flow endpoints set his https://his.example/api --secret file:…`.
+    pub endpoint: String,
+    /// A path appended to the endpoint's URL, such as `/slots/hold`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The JSON body: each field a CEL expression over this instance.
+    #[serde(default)]
+    pub body: IndexMap<String, ExprText>,
+    /// Data fields to set from the answer: `data_field: path.in.answer`.
+    #[serde(default)]
+    pub result: IndexMap<String, String>,
+    /// How a failed call is retried; defaults: 5 attempts, 1s doubling up to 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+}
+
+/// A checked `call`.
+#[derive(Debug, Clone)]
+pub struct CallAction {
+    pub endpoint: String,
+    pub path: Option<String>,
+    pub body: Vec<(String, Expr)>,
+    pub result: IndexMap<String, String>,
+    pub retry: Option<RetryPolicy>,
+}
+
+/// Whether `text` is a name: lower-case letters, digits and `_`, starting with a letter.
+fn is_name(text: &str) -> bool {
+    text.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Checks a `call`; `path` points at the `call` key.
+pub(crate) fn check(
+    checker: &mut Checker<'_>,
+    spec: &CallSpec,
+    path: &YamlPath,
+) -> Option<CallAction> {
+    let mut ok = true;
+    if !is_name(&spec.endpoint) {
+        ok = false;
+        checker.problem(
+            "invalid_endpoint",
+            &path.key("endpoint"),
+            format!("`{}` is not an endpoint name", spec.endpoint),
+            "name an endpoint configured for the tenant (`o2flow endpoints set his https://…`): URLs never go in a workflow file",
+        );
+    }
+    if let Some(sub) = &spec.path {
+        if !sub.starts_with('/') || sub.contains("://") || sub.contains("..") || sub.contains(' ') {
+            ok = false;
+            checker.problem(
+                "invalid_call_path",
+                &path.key("path"),
+                format!("`{sub}` is not a path such as /slots/hold"),
+                "a path starts with / and stays under the endpoint's URL",
+            );
+        }
+    }
+    let mut body = Vec::new();
+    for (field, source) in &spec.body {
+        match checker.expr(&source.0, &path.key("body").key(field)) {
+            Some(expr) => body.push((field.clone(), expr)),
+            None => ok = false,
+        }
+    }
+    for (field, answer_path) in &spec.result {
+        if !checker.is_data_field(field) {
+            ok = false;
+            checker.problem(
+                "unknown_data_field",
+                &path.key("result").key(field),
+                format!("`{field}` is not a data field"),
+                "the answer's fields are written into data: declare it under `data:`",
+            );
+        }
+        let valid = !answer_path.is_empty()
+            && answer_path.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        if !valid {
+            ok = false;
+            checker.problem(
+                "invalid_result_path",
+                &path.key("result").key(field),
+                format!("`{answer_path}` is not a path in the answer"),
+                "write the answer's field as a dotted path, such as hold.id or items.0.no",
+            );
+        }
+    }
+    let retry = match &spec.retry {
+        Some(retry) => Some(checker.retry(retry, &path.key("retry"))?),
+        None => None,
+    };
+    ok.then(|| CallAction {
+        endpoint: spec.endpoint.clone(),
+        path: spec.path.clone(),
+        body,
+        result: spec.result.clone(),
+        retry,
+    })
+}

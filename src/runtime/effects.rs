@@ -1,0 +1,250 @@
+//! Effect executors: each effect kind (`engine::EffectKind`) has one,
+//! an `Execute` impl beside the code that does the work, and
+//! `dispatch_effects!` lists them once. The dispatch is an exhaustive
+//! `match`, so a kind the engine gains without an executor here does not
+//! compile, and neither does an executor list naming a type that cannot
+//! execute.
+//!
+//! An executor runs one claimed outbox row: it returns `Ok` when the row
+//! is done (it marked it so, with what it wrote, in one transaction), or a
+//! `Failure` that the runtime retries by the effect's policy or turns into
+//! `action.failed` and an incident. Nothing here decides an HTTP status.
+//!
+//! ```
+//! use o2flow::engine::SendEffect;
+//! use o2flow::runtime::{Execute, Failure, Runtime};
+//! use o2flow::store::OutboxRow;
+//!
+//! /// A door key, as the keys issue will add it.
+//! struct DoorKeyEffect;
+//!
+//! impl Execute for DoorKeyEffect {
+//!     async fn execute(&self, _: &Runtime, _: &OutboxRow) -> Result<(), Failure> {
+//!         Err(Failure::Permanent("no lock system yet".into()))
+//!     }
+//! }
+//!
+//! enum Kinds {
+//!     Send(SendEffect),
+//!     DoorKey(DoorKeyEffect),
+//! }
+//!
+//! o2flow::dispatch_effects!(dispatch: Kinds { Send, DoorKey });
+//! ```
+//!
+//! Without its executor, a kind does not compile:
+//!
+//! ```compile_fail,E0277
+//! use o2flow::engine::SendEffect;
+//!
+//! struct DoorKeyEffect;
+//!
+//! enum Kinds {
+//!     Send(SendEffect),
+//!     DoorKey(DoorKeyEffect),
+//! }
+//!
+//! o2flow::dispatch_effects!(dispatch: Kinds { Send, DoorKey });
+//! ```
+//!
+//! Nor does a list that leaves a kind out:
+//!
+//! ```compile_fail,E0004
+//! use o2flow::engine::{PayEffect, SendEffect};
+//!
+//! enum Kinds {
+//!     Send(SendEffect),
+//!     Pay(PayEffect),
+//! }
+//!
+//! o2flow::dispatch_effects!(dispatch: Kinds { Send });
+//! ```
+
+use std::future::Future;
+
+use serde_json::json;
+
+use super::{Error, Runtime, StartRequest};
+use crate::domain::RetryPolicy;
+use crate::engine::{
+    self, EffectKind, Event, NotifyParentEffect, PayEffect, RefundEffect, SendEffect,
+    StartChildEffect,
+};
+use crate::store::{self, OutboxRow};
+
+/// Why an effect failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Worth retrying with the same key: a timeout, a 5xx, a lost connection.
+    Transient(String),
+    /// Retrying cannot help: no further attempt.
+    Permanent(String),
+}
+
+impl Failure {
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Transient(m) | Failure::Permanent(m) => m,
+        }
+    }
+}
+
+/// Runs one effect of a kind.
+pub trait Execute {
+    /// Runs the effect of the claimed outbox `row` once.
+    fn execute(
+        &self,
+        runtime: &Runtime,
+        row: &OutboxRow,
+    ) -> impl Future<Output = Result<(), Failure>> + Send;
+
+    /// How a failure is retried, when the action set its own policy.
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        None
+    }
+}
+
+/// Defines `async fn $name(effect: &$enum, runtime, row) -> (Result<(), Failure>, Option<RetryPolicy>)`
+/// dispatching every variant of `$enum` to its executor: a variant left out
+/// is a non-exhaustive match, a variant whose data has no `Execute` impl an
+/// unsatisfied bound. Both fail to compile.
+#[macro_export]
+macro_rules! dispatch_effects {
+    ($name:ident : $enum:ident { $($variant:ident),* $(,)? }) => {
+        #[allow(dead_code)]
+        async fn $name(
+            effect: &$enum,
+            runtime: &$crate::runtime::Runtime,
+            row: &$crate::store::OutboxRow,
+        ) -> (
+            ::std::result::Result<(), $crate::runtime::Failure>,
+            ::std::option::Option<$crate::domain::RetryPolicy>,
+        ) {
+            match effect {
+                $($enum::$variant(effect) => (
+                    $crate::runtime::Execute::execute(effect, runtime, row).await,
+                    $crate::runtime::Execute::retry_policy(effect),
+                ),)*
+            }
+        }
+    };
+}
+
+dispatch_effects!(dispatch: EffectKind {
+    Send,
+    StartChild,
+    NotifyParent,
+    Pay,
+    Refund,
+    Call,
+});
+
+impl Runtime {
+    /// Runs one claimed outbox row through its executor.
+    pub(super) async fn execute_row(
+        &self,
+        row: &OutboxRow,
+    ) -> (Result<(), Failure>, Option<RetryPolicy>) {
+        if row.kind == store::DELIVER_EVENT {
+            return (self.deliver_owed(row).await, None);
+        }
+        match EffectKind::from_stored(&row.kind, &row.payload) {
+            Ok(effect) => dispatch(&effect, self, row).await,
+            Err(error) => (
+                Err(Failure::Permanent(format!(
+                    "unreadable `{}` effect: {error}",
+                    row.kind
+                ))),
+                None,
+            ),
+        }
+    }
+}
+
+impl Execute for SendEffect {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+        runtime.deliver(row, self).await
+    }
+
+    fn retry_policy(&self) -> Option<RetryPolicy> {
+        self.retry
+    }
+}
+
+impl Execute for PayEffect {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+        runtime.execute_pay(row, self).await
+    }
+}
+
+impl Execute for RefundEffect {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+        runtime.execute_refund(row, self).await
+    }
+}
+
+/// Starts a child instance once: the start carries the effect's key as its
+/// idempotency key, then the outbox row is marked done.
+impl Execute for StartChildEffect {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+        let parent = runtime
+            .store
+            .instance(&row.tenant_id, &self.parent_id)
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))?;
+        let request = StartRequest {
+            workflow: self.workflow.clone(),
+            input: self.input.clone(),
+            branch: parent.map(|p| p.branch_id),
+            business_key: None,
+            idempotency: Some((
+                row.effect_key.clone(),
+                store::sha256_hex(row.effect_key.as_bytes()),
+            )),
+            parent_id: Some(self.parent_id.clone()),
+        };
+        let (child, _) =
+            runtime
+                .start(&row.tenant_id, request)
+                .await
+                .map_err(|error| match error {
+                    Error::Store(error) => Failure::Transient(error.to_string()),
+                    other => Failure::Permanent(other.to_string()),
+                })?;
+        runtime
+            .store
+            .outbox_done(row, &json!({"effect": "start_child", "key": row.effect_key, "child": child.id, "workflow": child.workflow}), runtime.now())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+}
+
+/// Delivers `child.completed` to the parent once (keyed by the child). A
+/// parent that is over, or whose state does not handle it, records nothing
+/// and the effect is done.
+impl Execute for NotifyParentEffect {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+        let event = Event::Named {
+            event_type: engine::CHILD_COMPLETED.into(),
+            payload: json!({"child_id": self.child_id, "workflow": self.workflow, "state": self.state, "outcome": self.outcome, "data": self.data}),
+        };
+        let key = format!("child:{}", self.child_id);
+        let idempotency = Some((key.clone(), store::sha256_hex(key.as_bytes())));
+        let delivered = match runtime
+            .raise(&row.tenant_id, &self.parent_id, event, idempotency)
+            .await
+        {
+            Ok(_) => true,
+            Err(Error::Engine(
+                engine::Error::EventNotHandled { .. } | engine::Error::GuardRejected { .. },
+            )) => false,
+            Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
+            Err(error) => return Err(Failure::Permanent(error.to_string())),
+        };
+        runtime
+            .store
+            .outbox_done(row, &json!({"effect": "notify_parent", "key": row.effect_key, "parent": self.parent_id, "delivered": delivered}), runtime.now())
+            .await
+            .map_err(|e| Failure::Transient(e.to_string()))
+    }
+}
