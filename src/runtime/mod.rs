@@ -925,7 +925,7 @@ impl Runtime {
             };
             let now = self.now();
             let zone = self.tenant_zone(tenant_id).await?;
-            let transition = step_row(&def, &current, event, now, zone)?;
+            let transition = step_row(&def, &current, event, now, zone)??;
             let record = idempotency.map(|(scope, key, hash)| IdempotencyRecord {
                 scope: scope.clone(),
                 key: key.clone(),
@@ -946,7 +946,7 @@ impl Runtime {
             match self.store.commit(&current, &transition, extras, now).await {
                 Ok(instance) => {
                     self.wake();
-                    if transition.applied && current.status == "active" {
+                    if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&instance, &def, &transition).await?;
                     }
                     return Ok(EventResult {
@@ -1089,7 +1089,7 @@ impl Runtime {
                 .await?
             {
                 let payload: serde_json::Value =
-                    serde_json::from_str(&kept.payload).unwrap_or_default();
+                    serde_json::from_str(&kept.payload).map_err(store::Error::Json)?;
                 let event = Event::Named {
                     event_type: kept.event_type.clone(),
                     payload,
@@ -1153,7 +1153,7 @@ impl Runtime {
         let Some(key) = instance.business_key.clone() else {
             return Ok(instance);
         };
-        if instance.status != "active" {
+        if instance.status != engine::Status::Active.as_str() {
             return Ok(instance);
         }
         let (delivered, _) = self.dispatch(&instance.tenant_id, &key).await?;
@@ -1220,16 +1220,15 @@ impl Runtime {
             let def = self.definition_by_id(current.definition_id).await?;
             let now = self.now();
             let zone = self.tenant_zone(&timer.tenant_id).await?;
-            let transition = match step_row(&def, &current, &event, now, zone) {
+            let transition = match step_row(&def, &current, &event, now, zone)? {
                 Ok(transition) => transition,
                 Err(error) => engine::Transition {
                     // The flow cannot take this timer (an expression failed):
                     // record it and drop the timer rather than fire forever.
                     applied: false,
                     state: current.state.clone(),
-                    status: engine::Status::parse(&current.status)
-                        .unwrap_or(engine::Status::Active),
-                    data: serde_json::from_str(&current.data).unwrap_or_default(),
+                    status: parsed(&current)?.2,
+                    data: parsed(&current)?.1,
                     entry_seq: current.entry_seq,
                     effects: Vec::new(),
                     cancel_timers: false,
@@ -1255,7 +1254,7 @@ impl Runtime {
             {
                 Ok(row) => {
                     self.wake();
-                    if transition.applied && current.status == "active" {
+                    if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&row, &def, &transition).await?;
                     }
                     self.after_commit(row).await?;
@@ -1529,17 +1528,31 @@ where
     Ok(done)
 }
 
-/// The engine view of a stored row, stepped.
+/// A stored instance's input, data and status, parsed: a corrupt row is an
+/// error, never a silent `null` or `active`.
+fn parsed(
+    row: &InstanceRow,
+) -> Result<(serde_json::Value, serde_json::Value, engine::Status), store::Error> {
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+        store::Error::Corrupt(format!("instance {}: {what}: {e}", row.id))
+    };
+    let input = serde_json::from_str(&row.input).map_err(|e| corrupt("input", &e))?;
+    let data = serde_json::from_str(&row.data).map_err(|e| corrupt("data", &e))?;
+    let status = engine::Status::parse(&row.status)
+        .ok_or_else(|| corrupt("status", &format!("`{}` is no status", row.status)))?;
+    Ok((input, data, status))
+}
+
+/// The engine view of a stored row, stepped: `Ok(Err(_))` when the engine
+/// refuses the event, `Err(_)` when the row is corrupt.
 fn step_row(
     def: &WorkflowDef,
     row: &InstanceRow,
     event: &Event,
     now: chrono::DateTime<chrono::Utc>,
     time_zone: chrono_tz::Tz,
-) -> Result<engine::Transition, engine::Error> {
-    let input: serde_json::Value = serde_json::from_str(&row.input).unwrap_or_default();
-    let data: serde_json::Value = serde_json::from_str(&row.data).unwrap_or_default();
-    let status = engine::Status::parse(&row.status).unwrap_or(engine::Status::Active);
+) -> Result<Result<engine::Transition, engine::Error>, store::Error> {
+    let (input, data, status) = parsed(row)?;
     let view = engine::Instance {
         id: &row.id,
         state: &row.state,
@@ -1552,5 +1565,5 @@ fn step_row(
         parent_id: row.parent_id.as_deref(),
         time_zone,
     };
-    engine::step(def, &view, event, now)
+    Ok(engine::step(def, &view, event, now))
 }

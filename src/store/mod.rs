@@ -38,6 +38,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("the row changed under us; retry")]
     Conflict,
+    #[error("a stored row is corrupt: {0}")]
+    Corrupt(String),
     #[error("the kept event was already delivered")]
     Consumed,
 }
