@@ -1,4 +1,6 @@
-//! The webhook channel: a JSON POST to the operator's own system.
+//! The webhook channel: a JSON POST to the operator's own system, at the
+//! tenant's (or the instance's branch's) endpoint named `webhook`
+//! (`o2flow endpoints set webhook https://…`), else at `--webhook-url`.
 //!
 //! Every request carries the effect's key as `Idempotency-Key`, so a
 //! delivery repeated after a crash (sent, but not yet recorded as sent) is
@@ -10,10 +12,13 @@
 use std::fmt;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use ring::hmac;
 use serde::Serialize;
+use serde_json::json;
 
-use super::DeliveryError;
+use super::{Deliver, Delivered, DeliveryError, Outgoing};
+use crate::store::Store;
 
 /// Where webhooks go and how they are signed.
 #[derive(Clone)]
@@ -45,7 +50,9 @@ pub struct WebhookMessage<'a> {
 }
 
 pub struct Webhook {
-    config: WebhookConfig,
+    store: Store,
+    /// `--webhook-url`: for tenants with no `webhook` endpoint of their own.
+    fallback: Option<WebhookConfig>,
     client: reqwest::Client,
 }
 
@@ -55,28 +62,99 @@ pub fn signature(secret: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(hmac::sign(&key, body).as_ref()))
 }
 
+impl Deliver for Webhook {
+    fn deliver<'a>(
+        &'a self,
+        message: &'a Outgoing<'a>,
+    ) -> BoxFuture<'a, Result<Delivered, DeliveryError>> {
+        Box::pin(async move {
+            let config = self.config_for(message).await?;
+            let body = WebhookMessage {
+                key: message.key,
+                tenant_id: message.tenant_id,
+                instance_id: message.instance_id,
+                to: &message.to.id,
+                template: message.template,
+                purpose: message.purpose,
+                title: &message.message.title,
+                body: &message.message.body,
+            };
+            let status = self.post(&config, &body).await?;
+            Ok(Delivered::Sent {
+                detail: json!({"channel": "webhook", "status": status, "attempt": message.attempts + 1}),
+            })
+        })
+    }
+}
+
 impl Webhook {
-    pub fn new(config: WebhookConfig) -> Webhook {
+    pub fn new(store: Store, fallback: Option<WebhookConfig>) -> Webhook {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
             .unwrap_or_default();
-        Webhook { config, client }
+        Webhook {
+            store,
+            fallback,
+            client,
+        }
+    }
+
+    /// Where this message's webhook goes: the branch's or tenant's
+    /// `webhook` endpoint, else `--webhook-url`.
+    async fn config_for(&self, message: &Outgoing<'_>) -> Result<WebhookConfig, DeliveryError> {
+        let transient = |e: crate::store::Error| DeliveryError::Transient(e.to_string());
+        let branch = self
+            .store
+            .instance(message.tenant_id, message.instance_id)
+            .await
+            .map_err(transient)?
+            .map(|i| i.branch_id)
+            .unwrap_or_default();
+        let endpoint = self
+            .store
+            .endpoint(message.tenant_id, &branch, "webhook")
+            .await
+            .map_err(transient)?;
+        match (endpoint, &self.fallback) {
+            (Some(endpoint), _) => {
+                let secret = match &endpoint.secret_ref {
+                    Some(reference) => Some(
+                        crate::payments::merchant::secret("the webhook endpoint's secret", reference)
+                            .map_err(|e| DeliveryError::Permanent(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                Ok(WebhookConfig {
+                    url: endpoint.url,
+                    secret,
+                })
+            }
+            (None, Some(fallback)) => Ok(fallback.clone()),
+            (None, None) => Err(DeliveryError::Permanent(format!(
+                "the webhook channel is not configured for tenant `{}` (o2flow endpoints set webhook https://… --tenant {}, or serve --webhook-url)",
+                message.tenant_id, message.tenant_id
+            ))),
+        }
     }
 
     /// Posts one message. Returns the HTTP status on success.
     ///
     /// # Errors
     /// `Transient` or `Permanent`, as the module says.
-    pub async fn post(&self, message: &WebhookMessage<'_>) -> Result<u16, DeliveryError> {
+    async fn post(
+        &self,
+        config: &WebhookConfig,
+        message: &WebhookMessage<'_>,
+    ) -> Result<u16, DeliveryError> {
         let body = serde_json::to_vec(message)
             .map_err(|e| DeliveryError::Permanent(format!("encoding the webhook body: {e}")))?;
         let mut request = self
             .client
-            .post(&self.config.url)
+            .post(&config.url)
             .header("content-type", "application/json")
             .header("idempotency-key", message.key);
-        if let Some(secret) = &self.config.secret {
+        if let Some(secret) = &config.secret {
             request = request.header("x-o2flow-signature", signature(secret, &body));
         }
         let response = request

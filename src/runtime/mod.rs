@@ -27,9 +27,8 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 pub use crate::channels::webhook::WebhookConfig;
-use crate::channels::webhook::{Webhook, WebhookMessage};
-use crate::channels::DeliveryError;
-use crate::dsl::{self, Catalog, Channel, Diagnostic, WorkflowDef};
+use crate::channels::{Channels, Delivered, DeliveryError, Outgoing};
+use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
 use crate::engine::{self, Event, SendEffect};
 use crate::store::{
     self, CommitExtras, DefinitionRow, IdempotencyRecord, InstanceRow, NewInstance, NewSchedule,
@@ -184,7 +183,7 @@ pub struct Runtime {
     /// One clock advance at a time.
     advancing: tokio::sync::Mutex<()>,
     http: reqwest::Client,
-    webhook: Option<Webhook>,
+    channels: Channels,
     lease: chrono::Duration,
     /// Per tenant: `keep_for` by event type, and the latest definition id it was built from.
     keep_for: RwLock<KeepForCache>,
@@ -253,6 +252,7 @@ pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
+        let channels = Channels::new(options.store.clone(), options.webhook);
         Runtime {
             store: options.store,
             clock: options.clock,
@@ -266,7 +266,7 @@ impl Runtime {
             wake_payments: Notify::new(),
             advancing: tokio::sync::Mutex::new(()),
             http: reqwest::Client::new(),
-            webhook: options.webhook.map(Webhook::new),
+            channels,
             lease: options.lease,
             keep_for: RwLock::new(HashMap::new()),
             payments: payments::PaymentsState::default(),
@@ -1425,20 +1425,24 @@ impl Runtime {
             .await?;
         let mut last = Failure::Permanent("the send has no channel".into());
         for channel in &send.channels {
-            let outcome = match channel {
-                Channel::Inbox => self
-                    .store
-                    .deliver_to_inbox(
-                        row,
-                        &send.to.id,
-                        &send.template,
-                        &rendered.title,
-                        &rendered.body,
-                        self.now(),
-                    )
-                    .await
-                    .map_err(|e| Failure::Transient(e.to_string())),
-                Channel::Webhook => self.post_webhook(row, send, &rendered).await,
+            let outgoing = Outgoing {
+                key: &row.effect_key,
+                tenant_id: &row.tenant_id,
+                instance_id: &row.instance_id,
+                to: &send.to,
+                template: &send.template,
+                purpose: send.purpose.as_deref(),
+                message: &rendered,
+                attempts: row.attempts,
+            };
+            let delivered = match self.channels.get(*channel) {
+                Ok(deliver) => deliver.deliver(&outgoing).await,
+                Err(error) => Err(error),
+            };
+            let outcome = match delivered {
+                Ok(delivered) => self.record_delivery(row, delivered).await,
+                Err(DeliveryError::Transient(m)) => Err(Failure::Transient(m)),
+                Err(DeliveryError::Permanent(m)) => Err(Failure::Permanent(m)),
             };
             match outcome {
                 Ok(()) => return Ok(()),
@@ -1456,36 +1460,34 @@ impl Runtime {
         Err(last)
     }
 
-    async fn post_webhook(
+    /// Records what a channel did, with the outbox row's completion, in one
+    /// transaction.
+    async fn record_delivery(
         &self,
         row: &store::OutboxRow,
-        send: &SendEffect,
-        rendered: &crate::templates::Rendered,
+        delivered: Delivered,
     ) -> Result<(), Failure> {
-        let Some(webhook) = &self.webhook else {
-            return Err(Failure::Permanent(
-                "the webhook channel is not configured (--webhook-url)".into(),
-            ));
+        let recorded = match delivered {
+            Delivered::Inbox {
+                party_id,
+                template,
+                title,
+                body,
+            } => {
+                self.store
+                    .deliver_to_inbox(row, &party_id, &template, &title, &body, self.now())
+                    .await
+            }
+            Delivered::Sent { detail } => {
+                let mut detail = detail;
+                if let Some(object) = detail.as_object_mut() {
+                    object.insert("effect".into(), json!(row.kind));
+                    object.insert("key".into(), json!(row.effect_key));
+                }
+                self.store.outbox_done(row, &detail, self.now()).await
+            }
         };
-        let message = WebhookMessage {
-            key: &row.effect_key,
-            tenant_id: &row.tenant_id,
-            instance_id: &row.instance_id,
-            to: &send.to.id,
-            template: &send.template,
-            purpose: send.purpose.as_deref(),
-            title: &rendered.title,
-            body: &rendered.body,
-        };
-        let status = webhook.post(&message).await.map_err(|e| match e {
-            DeliveryError::Transient(m) => Failure::Transient(m),
-            DeliveryError::Permanent(m) => Failure::Permanent(m),
-        })?;
-        let detail = json!({"effect": row.kind, "key": row.effect_key, "channel": "webhook", "status": status, "attempt": row.attempts + 1});
-        self.store
-            .outbox_done(row, &detail, self.now())
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))
+        recorded.map_err(|e| Failure::Transient(e.to_string()))
     }
 }
 

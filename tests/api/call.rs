@@ -255,3 +255,117 @@ async fn endpoints_are_refused_when_not_a_url_or_given_a_secret_by_value(app: Te
     assert!(listed.stdout.is_empty(), "nothing was stored: {listed:?}");
 }
 storage_test!(endpoints_are_refused_when_not_a_url_or_given_a_secret_by_value);
+
+const TELL_HIS: &str = r#"
+name: tell_his
+inputs:
+  patient: party
+  booking_id: { type: string, default: "B-1" }
+start: telling
+states:
+  telling:
+    enter:
+      - send: { to: patient, template: booking_cancelled, channels: [webhook] }
+    on:
+      done: finished
+  finished: { final: completed }
+"#;
+
+/// The webhook channel is an endpoint like any other: the tenant's own
+/// `webhook` endpoint, signed with its secret, retried with the same key.
+async fn the_webhook_channel_posts_to_the_tenants_webhook_endpoint(app: TestApp) {
+    let his = stand_in().await;
+    let set = o2flow(
+        &[
+            "endpoints",
+            "set",
+            "webhook",
+            &format!("{}/messages", his.address),
+            "--tenant",
+            "acme",
+            "--secret",
+            "env:O2FLOW_TEST_WEBHOOK_SECRET",
+        ],
+        &app.database_url,
+    );
+    // The reference must resolve where it is set; the value stays out of the database.
+    assert_eq!(set.status.code(), Some(1), "{set:?}");
+    let secret_file = std::env::temp_dir().join(format!(
+        "o2flow-webhook-{}.secret",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&secret_file, "webhook-secret").unwrap_or_else(|e| panic!("{e}"));
+    let reference = format!("file:{}", secret_file.display());
+    let set = o2flow(
+        &[
+            "endpoints",
+            "set",
+            "webhook",
+            &format!("{}/messages", his.address),
+            "--tenant",
+            "acme",
+            "--secret",
+            &reference,
+        ],
+        &app.database_url,
+    );
+    assert!(set.status.success(), "{set:?}");
+    let listed = o2flow(
+        &["endpoints", "list", "--tenant", "acme"],
+        &app.database_url,
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.contains(&format!("secret={reference}")), "{listed}");
+    assert!(!listed.contains("webhook-secret\n"), "{listed}");
+
+    let (status, body) = app.deploy(TELL_HIS).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, started) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "tell_his", "input": {"patient": {"id": "p-hook", "name": "张三"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    app.advance(Duration::zero()).await;
+    app.advance(Duration::seconds(2)).await;
+    let received = his.received.lock().map(|r| r.clone()).unwrap_or_default();
+    let (_, seen) = app
+        .get(&format!(
+            "/api/v1/instances/{}/history",
+            text(&started, "id")
+        ))
+        .await;
+    assert_eq!(
+        received.len(),
+        2,
+        "a 503, then delivered: {received:?} {seen}"
+    );
+    assert_eq!(received[0].idempotency_key, received[1].idempotency_key);
+    let last = &received[1];
+    assert_eq!(last.path, "/messages");
+    assert_eq!(
+        last.signature,
+        o2flow::channels::webhook::signature("webhook-secret", &last.body)
+    );
+    let body: Value = serde_json::from_slice(&last.body).unwrap_or_default();
+    assert_eq!(at(&body, "to"), &json!("p-hook"));
+    assert_eq!(at(&body, "template"), &json!("booking_cancelled"));
+    assert!(text(&body, "body").contains("B-1"), "{body}");
+    let (_, history) = app
+        .get(&format!(
+            "/api/v1/instances/{}/history",
+            text(&started, "id")
+        ))
+        .await;
+    assert!(
+        list(&history, "entries")
+            .iter()
+            .any(|e| text(e, "kind") == "effect_done"
+                && at(e, "detail.channel") == &json!("webhook")),
+        "{history}"
+    );
+    his.handle.stop(false).await;
+    let _ = std::fs::remove_file(&secret_file);
+}
+storage_test!(the_webhook_channel_posts_to_the_tenants_webhook_endpoint);

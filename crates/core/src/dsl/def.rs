@@ -123,7 +123,7 @@ pub struct SetAction {
 }
 
 /// The channels a message can go through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Channel {
     /// The built-in web inbox (`GET /api/v1/inbox/{party_id}`).
