@@ -23,8 +23,8 @@ use crate::engine::{
 use crate::engine::{InsuranceRefund, SendEffect};
 use crate::payments::{load_merchant, med_ins_bill, LinkSigner, Provider};
 use crate::store::{
-    self, NewPayment, NewRefund, NotificationRow, OutboxRow, OwedEvent, PaymentRow, RefundRefused,
-    RefundRow,
+    self, NewPayment, NewRefund, NotificationRow, OutboxRow, OwedEvent, PaymentRow, PaymentState,
+    RefundRefused, RefundRow, RefundStatus,
 };
 use crate::wechat::pay::client::{
     verify_signed, MedInsRefund, MedInsStatus, NonceCache, PayClient, PayError, RefundRequest,
@@ -376,7 +376,7 @@ impl Runtime {
             .await
             .map_err(store_failure)?;
         let mut detail = json!({"effect": "pay", "key": row.effect_key, "payment": payment.out_trade_no, "provider": if provider.merchant_id().is_some() { "wechat" } else { "sandbox" }});
-        if payment.state == "creating" {
+        if payment.payment_state().map_err(store_failure)? == PaymentState::Creating {
             let time_expire = shanghai(store::from_ms(payment.expires_at_ms));
             match provider.open(&payment, &time_expire).await {
                 Ok(opened) => {
@@ -404,8 +404,8 @@ impl Runtime {
                     self.store
                         .payment_moved(
                             &payment,
-                            &["creating"],
-                            "failed",
+                            &[PaymentState::Creating],
+                            PaymentState::Failed,
                             None,
                             Some(&message),
                             Some(&event),
@@ -442,7 +442,7 @@ impl Runtime {
             .iter()
             .rev()
             .filter(named)
-            .find(|p| p.state == "succeeded")
+            .find(|p| p.state == PaymentState::Succeeded.as_str())
             .or_else(|| payments.iter().rev().find(named))
             .ok_or_else(|| {
                 Failure::Permanent(match &refund.payment {
@@ -450,7 +450,7 @@ impl Runtime {
                     None => "this instance has no paid payment to refund".into(),
                 })
             })?;
-        if payment.state != "succeeded" {
+        if payment.payment_state().map_err(store_failure)? != PaymentState::Succeeded {
             return Err(Failure::Permanent(format!(
                 "payment {} is {}, not paid: nothing to refund",
                 payment.out_trade_no, payment.state
@@ -514,7 +514,7 @@ impl Runtime {
                 }
             },
         };
-        if recorded.status == "pending" {
+        if recorded.refund_status().map_err(store_failure)? == RefundStatus::Pending {
             self.send_refund(&recorded)
                 .await
                 .map_err(Failure::Transient)?;
@@ -679,7 +679,7 @@ impl Runtime {
             .map_err(|e| e.to_string())?;
         match recorded {
             Ok(refund) => {
-                if refund.status == "pending" {
+                if refund.refund_status().map_err(|e| e.to_string())? == RefundStatus::Pending {
                     self.send_refund(&refund).await?;
                 }
                 Ok(Some(refund.out_refund_no))
@@ -876,7 +876,7 @@ impl Runtime {
             .payments_of(&instance.id)
             .await?
             .iter()
-            .filter(|p| p.state == "succeeded" && !p.late)
+            .filter(|p| p.state == PaymentState::Succeeded.as_str() && !p.late)
             .map(|p| p.amount_fen - p.refunded_fen)
             .sum();
         if held > 0 {
@@ -920,8 +920,8 @@ impl Runtime {
         let Some(payment) = self.store.payment(&old.out_trade_no).await? else {
             return Ok(None);
         };
-        match old.status.as_str() {
-            "closed" => {
+        match old.refund_status()? {
+            RefundStatus::Closed => {
                 let key = format!("reissue:{}:{incident}", old.out_refund_no);
                 let recorded = self
                     .store
@@ -944,7 +944,7 @@ impl Runtime {
                     .await?;
                 match recorded {
                     Ok(refund) => {
-                        if refund.status == "pending" {
+                        if refund.refund_status()? == RefundStatus::Pending {
                             if let Err(error) = self.send_refund(&refund).await {
                                 tracing::warn!(refund = %refund.out_refund_no, "sending refund {} failed: {error}; the sweep tries again", refund.out_refund_no);
                             }
@@ -954,7 +954,7 @@ impl Runtime {
                     Err(RefundRefused::NotEnough { .. }) => Ok(None),
                 }
             }
-            "abnormal" => {
+            RefundStatus::Abnormal => {
                 let answer = match self.provider_of(&payment).await {
                     Ok(provider) => provider
                         .query_refund(&old.out_refund_no)
@@ -970,8 +970,8 @@ impl Runtime {
                         self.store
                             .refund_moved(
                                 &old,
-                                &["abnormal"],
-                                "succeeded",
+                                &[RefundStatus::Abnormal],
+                                RefundStatus::Succeeded,
                                 answer.refund_id.as_deref(),
                                 None,
                                 owed.as_ref(),
@@ -998,7 +998,7 @@ impl Runtime {
         refund_id: Option<&str>,
     ) -> Result<(), Error> {
         let now = self.now();
-        let open = ["pending", "processing"];
+        let open = [RefundStatus::Pending, RefundStatus::Processing];
         let owed = |event_type: &str| {
             (!refund.automatic).then(|| refund_event(event_type, refund, refund_id))
         };
@@ -1008,7 +1008,7 @@ impl Runtime {
                     .refund_moved(
                         refund,
                         &open,
-                        "succeeded",
+                        RefundStatus::Succeeded,
                         refund_id,
                         None,
                         owed(REFUND_SUCCEEDED).as_ref(),
@@ -1021,7 +1021,7 @@ impl Runtime {
                     .refund_moved(
                         refund,
                         &open,
-                        "processing",
+                        RefundStatus::Processing,
                         refund_id,
                         Some(now + self.reconcile_every),
                         None,
@@ -1035,7 +1035,7 @@ impl Runtime {
                     .refund_moved(
                         refund,
                         &open,
-                        "closed",
+                        RefundStatus::Closed,
                         refund_id,
                         None,
                         owed(REFUND_FAILED).as_ref(),
@@ -1069,7 +1069,7 @@ impl Runtime {
                     .refund_moved(
                         refund,
                         &open,
-                        "abnormal",
+                        RefundStatus::Abnormal,
                         refund_id,
                         None,
                         Some(&event),
@@ -1108,8 +1108,13 @@ impl Runtime {
             .store
             .payment_moved(
                 payment,
-                &["creating", "pending", "expired", "failed"],
-                "succeeded",
+                &[
+                    PaymentState::Creating,
+                    PaymentState::Pending,
+                    PaymentState::Expired,
+                    PaymentState::Failed,
+                ],
+                PaymentState::Succeeded,
                 Some(transaction_id),
                 None,
                 Some(&event),
@@ -1159,9 +1164,9 @@ impl Runtime {
             .await?
         {
             seen += 1;
-            let outcome = match refund.status.as_str() {
-                "pending" => self.send_refund(&refund).await,
-                "processing" => self.check_refund(&refund).await,
+            let outcome = match refund.refund_status()? {
+                RefundStatus::Pending => self.send_refund(&refund).await,
+                RefundStatus::Processing => self.check_refund(&refund).await,
                 // Done, but its 医保 part not yet reported to WeChat Pay.
                 _ => self.report_insurance_of(&refund).await,
             };
@@ -1310,7 +1315,7 @@ impl Runtime {
             .instance(&payment.tenant_id, &payment.instance_id)
             .await
             .map_err(|e| e.to_string())?
-            .is_none_or(|i| i.status != "active");
+            .is_none_or(|i| i.status != crate::engine::Status::Active.as_str());
         if now < expires_at && !instance_over {
             let next = (now + self.reconcile_every).min(expires_at);
             return self
@@ -1337,8 +1342,8 @@ impl Runtime {
         self.store
             .payment_moved(
                 payment,
-                &["pending"],
-                "failed",
+                &[PaymentState::Pending],
+                PaymentState::Failed,
                 None,
                 Some(reason),
                 Some(&event),
@@ -1377,8 +1382,8 @@ impl Runtime {
         self.store
             .payment_moved(
                 payment,
-                &["pending", "creating"],
-                "expired",
+                &[PaymentState::Pending, PaymentState::Creating],
+                PaymentState::Expired,
                 None,
                 None,
                 Some(&event),
@@ -1633,8 +1638,8 @@ impl Runtime {
     /// `BadLink` for a forged or expired link.
     pub async fn pay_view(&self, token: &str) -> Result<PayView, PageError> {
         let payment = self.payment_of_link(token).await?;
-        let provider = match payment.state.as_str() {
-            "pending" => self.provider_of(&payment).await.ok(),
+        let provider = match payment.payment_state().map_err(Error::Store)? {
+            PaymentState::Pending => self.provider_of(&payment).await.ok(),
             _ => None,
         };
         let client = provider.as_ref().and_then(Provider::client);
@@ -1698,7 +1703,8 @@ impl Runtime {
         if payment.merchant_id.is_some() {
             return Err(PageError::NotSandbox);
         }
-        if payment.state != "pending" && payment.state != "succeeded" {
+        let state = payment.payment_state().map_err(Error::Store)?;
+        if state != PaymentState::Pending && state != PaymentState::Succeeded {
             return Err(PageError::NotPayable(payment.state));
         }
         let transaction_id = format!("SANDBOX{}", &payment.out_trade_no[2..]);
@@ -1716,7 +1722,7 @@ impl Runtime {
         if payment.merchant_id.is_some() {
             return Err(PageError::NotSandbox);
         }
-        if payment.state != "pending" {
+        if payment.payment_state().map_err(Error::Store)? != PaymentState::Pending {
             return Err(PageError::NotPayable(payment.state));
         }
         let event = payment_event(
@@ -1727,8 +1733,8 @@ impl Runtime {
         self.store
             .payment_moved(
                 &payment,
-                &["pending"],
-                "failed",
+                &[PaymentState::Pending],
+                PaymentState::Failed,
                 None,
                 Some("the payer cancelled"),
                 Some(&event),

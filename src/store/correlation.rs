@@ -113,7 +113,7 @@ impl Store {
         Ok(instances::Entity::find()
             .filter(instances::Column::TenantId.eq(tenant_id))
             .filter(instances::Column::BusinessKey.eq(business_key))
-            .filter(instances::Column::Status.eq("active"))
+            .filter(instances::Column::Status.eq(crate::engine::Status::Active.as_str()))
             .order_by_asc(instances::Column::Id)
             .all(&self.db)
             .await?)

@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::entities::{incidents, outbox};
 use super::instances::*;
+use super::OutboxStatus;
 use super::*;
 use super::{ms, Result, Store};
 
@@ -135,7 +136,10 @@ impl Store {
             return Ok(false);
         }
         outbox::Entity::update_many()
-            .col_expr(outbox::Column::Status, Expr::value("pending"))
+            .col_expr(
+                outbox::Column::Status,
+                Expr::value(OutboxStatus::Pending.as_str()),
+            )
             .col_expr(outbox::Column::Attempts, Expr::value(0))
             .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(now)))
             .col_expr(

@@ -255,12 +255,12 @@ pub(super) async fn insert_idempotency(
 pub(super) async fn finish_outbox(
     txn: &DatabaseTransaction,
     row: &OutboxRow,
-    status: &str,
+    status: super::OutboxStatus,
     error: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<()> {
     outbox::Entity::update_many()
-        .col_expr(outbox::Column::Status, Expr::value(status))
+        .col_expr(outbox::Column::Status, Expr::value(status.as_str()))
         .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
         .col_expr(outbox::Column::DoneAtMs, Expr::value(ms(now)))
         .col_expr(
@@ -369,7 +369,7 @@ pub(super) async fn write_consequences(
                 effect_key: Set(effect.key.clone()),
                 kind: Set(effect.kind.name().to_owned()),
                 payload: Set(payload),
-                status: Set("pending".to_owned()),
+                status: Set(super::OutboxStatus::Pending.as_str().to_owned()),
                 attempts: Set(0),
                 available_at_ms: Set(ms(now)),
                 last_error: Set(None),

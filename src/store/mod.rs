@@ -19,6 +19,7 @@ mod outbox;
 mod payments;
 mod rows;
 mod schedules;
+mod states;
 mod templates;
 mod tenants;
 mod timers;
@@ -26,6 +27,7 @@ mod timers;
 pub use endpoints::*;
 pub use payments::*;
 pub use rows::*;
+pub use states::{OutboxStatus, PaymentState, RefundStatus};
 pub use templates::*;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};

@@ -24,7 +24,7 @@ impl Store {
             .filter(instances::Column::TenantId.eq(tenant_id))
             .filter(instances::Column::Workflow.eq(workflow))
             .filter(instances::Column::Version.eq(version))
-            .filter(instances::Column::Status.eq("active"))
+            .filter(instances::Column::Status.eq(crate::engine::Status::Active.as_str()))
             .order_by_asc(instances::Column::Id)
             .all(&self.db)
             .await?)

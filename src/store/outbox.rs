@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::entities::{inbox_messages, outbox};
 use super::instances::*;
+use super::OutboxStatus;
 use super::*;
 use super::{ms, Result, Store};
 
@@ -19,7 +20,7 @@ impl Store {
     /// A database error.
     pub async fn pending_outbox(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<OutboxRow>> {
         Ok(outbox::Entity::find()
-            .filter(outbox::Column::Status.eq("pending"))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
             .filter(outbox::Column::AvailableAtMs.lte(ms(now)))
             .order_by_asc(outbox::Column::AvailableAtMs)
             .order_by_asc(outbox::Column::Id)
@@ -91,7 +92,7 @@ impl Store {
         )
         .exec_without_returning(&txn)
         .await?;
-        finish_outbox(&txn, row, "done", None, now).await?;
+        finish_outbox(&txn, row, OutboxStatus::Done, None, now).await?;
         append_history(
             &txn,
             &row.instance_id,
@@ -115,7 +116,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<()> {
         let txn = self.db.begin().await?;
-        finish_outbox(&txn, row, "done", None, now).await?;
+        finish_outbox(&txn, row, OutboxStatus::Done, None, now).await?;
         append_history(&txn, &row.instance_id, "effect_done", detail, now).await?;
         txn.commit().await?;
         Ok(())
@@ -148,7 +149,7 @@ impl Store {
                     .exec(&txn)
                     .await?;
             }
-            None => finish_outbox(&txn, row, "failed", Some(error), now).await?,
+            None => finish_outbox(&txn, row, OutboxStatus::Failed, Some(error), now).await?,
         }
         append_history(
             &txn,

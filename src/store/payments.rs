@@ -15,7 +15,7 @@ use sea_orm::{
 
 use super::entities::{merchants, outbox, pay_notifications, payments, refunds, settings, tenants};
 use super::instances::append_history;
-use super::{ms, Result, Store};
+use super::{ms, OutboxStatus, PaymentState, RefundStatus, Result, Store};
 
 pub use super::entities::merchants::Model as MerchantRow;
 pub use super::entities::pay_notifications::Model as NotificationRow;
@@ -321,7 +321,10 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let updated = payments::Entity::update_many()
-            .col_expr(payments::Column::State, Expr::value("pending"))
+            .col_expr(
+                payments::Column::State,
+                Expr::value(PaymentState::Pending.as_str()),
+            )
             .col_expr(
                 payments::Column::MixTradeNo,
                 Expr::value(mix_trade_no.map(str::to_owned)),
@@ -360,8 +363,8 @@ impl Store {
     pub async fn payment_moved(
         &self,
         payment: &PaymentRow,
-        from: &[&str],
-        to: &str,
+        from: &[PaymentState],
+        to: PaymentState,
         transaction_id: Option<&str>,
         error: Option<&str>,
         event: Option<&OwedEvent>,
@@ -369,7 +372,7 @@ impl Store {
     ) -> Result<bool> {
         let txn = self.db.begin().await?;
         let mut update = payments::Entity::update_many()
-            .col_expr(payments::Column::State, Expr::value(to))
+            .col_expr(payments::Column::State, Expr::value(to.as_str()))
             .col_expr(payments::Column::UpdatedAtMs, Expr::value(ms(now)))
             .col_expr(
                 payments::Column::LockedUntilMs,
@@ -382,12 +385,12 @@ impl Store {
         if let Some(id) = transaction_id {
             update = update.col_expr(payments::Column::TransactionId, Expr::value(id));
         }
-        if to == "succeeded" {
+        if to == PaymentState::Succeeded {
             update = update.col_expr(payments::Column::PaidAtMs, Expr::value(ms(now)));
         }
         let moved = update
             .filter(payments::Column::OutTradeNo.eq(&payment.out_trade_no))
-            .filter(payments::Column::State.is_in(from.iter().copied()))
+            .filter(payments::Column::State.is_in(from.iter().map(|s| s.as_str())))
             .exec(&txn)
             .await?;
         if moved.rows_affected != 1 {
@@ -530,7 +533,7 @@ impl Store {
             effect_key: Set(new.effect_key.to_owned()),
             amount_fen: Set(new.amount_fen),
             reason: Set(new.reason.map(str::to_owned)),
-            status: Set("pending".to_owned()),
+            status: Set(RefundStatus::Pending.as_str().to_owned()),
             refund_id: Set(None),
             automatic: Set(new.automatic),
             last_error: Set(None),
@@ -547,7 +550,7 @@ impl Store {
             &txn,
             &new.payment.instance_id,
             "refund_state",
-            &serde_json::json!({"refund": new.out_refund_no, "payment": new.payment.out_trade_no, "state": "pending", "amount": new.amount_fen, "automatic": new.automatic}),
+            &serde_json::json!({"refund": new.out_refund_no, "payment": new.payment.out_trade_no, "state": RefundStatus::Pending, "amount": new.amount_fen, "automatic": new.automatic}),
             now,
         )
         .await?;
@@ -623,8 +626,8 @@ impl Store {
     pub async fn refund_moved(
         &self,
         refund: &RefundRow,
-        from: &[&str],
-        to: &str,
+        from: &[RefundStatus],
+        to: RefundStatus,
         refund_id: Option<&str>,
         next_check_at: Option<DateTime<Utc>>,
         event: Option<&OwedEvent>,
@@ -632,7 +635,7 @@ impl Store {
     ) -> Result<bool> {
         let txn = self.db.begin().await?;
         let mut update = refunds::Entity::update_many()
-            .col_expr(refunds::Column::Status, Expr::value(to))
+            .col_expr(refunds::Column::Status, Expr::value(to.as_str()))
             .col_expr(refunds::Column::UpdatedAtMs, Expr::value(ms(now)))
             .col_expr(
                 refunds::Column::LockedUntilMs,
@@ -646,14 +649,14 @@ impl Store {
         }
         let moved = update
             .filter(refunds::Column::OutRefundNo.eq(&refund.out_refund_no))
-            .filter(refunds::Column::Status.is_in(from.iter().copied()))
+            .filter(refunds::Column::Status.is_in(from.iter().map(|s| s.as_str())))
             .exec(&txn)
             .await?;
         if moved.rows_affected != 1 {
             txn.rollback().await?;
             return Ok(false);
         }
-        if to == "closed" {
+        if to == RefundStatus::Closed {
             payments::Entity::update_many()
                 .col_expr(
                     payments::Column::RefundedFen,
@@ -663,7 +666,7 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        if to != refund.status {
+        if to.as_str() != refund.status {
             append_history(
                 &txn,
                 &refund.instance_id,
@@ -877,7 +880,7 @@ async fn insert_outbox(
         effect_key: Set(key.to_owned()),
         kind: Set(kind.to_owned()),
         payload: Set(payload.to_owned()),
-        status: Set("pending".to_owned()),
+        status: Set(OutboxStatus::Pending.as_str().to_owned()),
         attempts: Set(0),
         available_at_ms: Set(ms(now)),
         last_error: Set(None),

@@ -1,0 +1,132 @@
+//! The states of stored payments, refunds and outbox rows as enums: the
+//! store writes their text and reads it back parsed, so a row in a state
+//! no code knows is an error (`store::Error::Corrupt`), never a default.
+
+use super::{Error, OutboxRow, PaymentRow, RefundRow};
+
+macro_rules! stored_enum {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($variant),*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),*];
+
+            /// The text stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),*
+                }
+            }
+
+            /// The stored text, parsed.
+            ///
+            /// # Errors
+            /// `Corrupt` for a text no variant has.
+            pub fn parse(text: &str) -> Result<$name, Error> {
+                match text {
+                    $($text => Ok($name::$variant),)*
+                    other => Err(Error::Corrupt(format!(
+                        "`{other}` is not a {} (one of: {})",
+                        stringify!($name),
+                        [$($text),*].join(", ")
+                    ))),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_enum!(
+    /// Where a payment is: `Creating` (recorded, the order not yet open at
+    /// WeChat Pay), `Pending` (payable), then paid or not.
+    PaymentState {
+        Creating => "creating",
+        Pending => "pending",
+        Succeeded => "succeeded",
+        Failed => "failed",
+        Expired => "expired",
+    }
+);
+
+stored_enum!(
+    /// Where a refund is, following WeChat Pay's refund status.
+    RefundStatus {
+        Pending => "pending",
+        Processing => "processing",
+        Succeeded => "succeeded",
+        Closed => "closed",
+        Abnormal => "abnormal",
+    }
+);
+
+stored_enum!(
+    /// Where an outbox row is.
+    OutboxStatus {
+        Pending => "pending",
+        Done => "done",
+        Failed => "failed",
+    }
+);
+
+impl PaymentRow {
+    /// # Errors
+    /// `Corrupt` for a stored state no code knows.
+    pub fn payment_state(&self) -> Result<PaymentState, Error> {
+        PaymentState::parse(&self.state)
+    }
+}
+
+impl RefundRow {
+    /// # Errors
+    /// `Corrupt` for a stored status no code knows.
+    pub fn refund_status(&self) -> Result<RefundStatus, Error> {
+        RefundStatus::parse(&self.status)
+    }
+}
+
+impl OutboxRow {
+    /// # Errors
+    /// `Corrupt` for a stored status no code knows.
+    pub fn outbox_status(&self) -> Result<OutboxStatus, Error> {
+        OutboxStatus::parse(&self.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_and_an_unknown_one_is_an_error() {
+        for state in PaymentState::ALL {
+            assert_eq!(PaymentState::parse(state.as_str()).ok(), Some(*state));
+        }
+        for status in RefundStatus::ALL {
+            assert_eq!(RefundStatus::parse(status.as_str()).ok(), Some(*status));
+        }
+        for status in OutboxStatus::ALL {
+            assert_eq!(OutboxStatus::parse(status.as_str()).ok(), Some(*status));
+        }
+        let error = PaymentState::parse("paid").err().map(|e| e.to_string());
+        assert_eq!(
+            error.as_deref(),
+            Some("a stored row is corrupt: `paid` is not a PaymentState (one of: creating, pending, succeeded, failed, expired)")
+        );
+    }
+}
