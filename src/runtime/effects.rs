@@ -130,14 +130,14 @@ macro_rules! dispatch_effects {
     };
 }
 
-dispatch_effects!(dispatch: EffectKind {
-    Send,
-    StartChild,
-    NotifyParent,
-    Pay,
-    Refund,
-    Call,
-});
+/// Every effect kind the core lists (`o2flow_core::effect_kinds!`),
+/// dispatched to its `Execute` impl: nothing to add here for a new kind.
+macro_rules! dispatch_every_effect_kind {
+    ($($tag:ident => $variant:ident($effect:ty)),* $(,)?) => {
+        dispatch_effects!(dispatch: EffectKind { $($variant),* });
+    };
+}
+o2flow_core::effect_kinds!(dispatch_every_effect_kind);
 
 impl Runtime {
     /// Runs one claimed outbox row through its executor.

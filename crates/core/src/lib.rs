@@ -10,6 +10,9 @@
 //! HTTP crate (no tokio, sea-orm, actix, reqwest); the workspace enforces
 //! it, since nothing here can name them.
 
+#[macro_use]
+mod kinds;
+
 pub mod clock;
 pub mod domain;
 pub mod dsl;

@@ -43,6 +43,12 @@ pub struct CallAction {
     pub retry: Option<RetryPolicy>,
 }
 
+impl super::ActionExprs for CallAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        self.body.iter().map(|(_, e)| e).collect()
+    }
+}
+
 /// Whether `text` is a name: lower-case letters, digits and `_`, starting with a letter.
 fn is_name(text: &str) -> bool {
     text.chars().next().is_some_and(|c| c.is_ascii_lowercase())

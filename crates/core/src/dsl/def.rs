@@ -71,16 +71,32 @@ pub struct TimerDef {
     pub actions: Vec<Action>,
 }
 
-/// A typed action. Each kind's behaviour lives in `engine::actions`.
-#[derive(Debug, Clone)]
-pub enum Action {
-    Set(SetAction),
-    Send(SendAction),
-    Start(StartAction),
-    Pay(PayAction),
-    Refund(RefundAction),
-    Call(super::call::CallAction),
+/// What an action evaluates: every checked action implements it.
+pub trait ActionExprs {
+    /// The expressions the action evaluates.
+    fn exprs(&self) -> Vec<&Expr>;
 }
+
+macro_rules! action_enum {
+    ($($name:ident => $variant:ident($spec:ty, $action:ty) check $check:path, run $run:path, $doc:literal;)*) => {
+        /// A checked action; the kinds are listed once, in `crate::kinds`,
+        /// and each kind's behaviour lives in `engine::actions`.
+        #[derive(Debug, Clone)]
+        pub enum Action {
+            $($variant($action),)*
+        }
+
+        impl Action {
+            /// The expressions the action evaluates.
+            pub fn exprs(&self) -> Vec<&Expr> {
+                match self {
+                    $(Action::$variant(action) => ActionExprs::exprs(action),)*
+                }
+            }
+        }
+    };
+}
+crate::step_kinds!(action_enum);
 
 /// Asks a party to pay an amount or a bill.
 #[derive(Debug, Clone)]
@@ -158,31 +174,47 @@ pub struct SendAction {
 /// How long an early correlated event is kept unless the workflow says otherwise.
 pub const DEFAULT_KEEP_EVENTS_FOR: Duration = Duration::hours(1);
 
-impl Action {
-    /// The expressions the action evaluates.
-    pub fn exprs(&self) -> Vec<&Expr> {
-        match self {
-            Action::Set(set) => set.fields.iter().map(|(_, e)| e).collect(),
-            Action::Send(_) => Vec::new(),
-            Action::Call(call) => call.body.iter().map(|(_, e)| e).collect(),
-            Action::Start(start) => start.input.iter().map(|(_, e)| e).collect(),
-            Action::Pay(pay) => [
-                pay.amount.as_ref(),
-                pay.bill.as_ref(),
-                Some(&pay.description),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-            Action::Refund(refund) => [
-                refund.amount.as_ref(),
-                refund.reason.as_ref(),
-                refund.insurance.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
-        }
+impl ActionExprs for SetAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        self.fields.iter().map(|(_, e)| e).collect()
+    }
+}
+
+impl ActionExprs for SendAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        Vec::new()
+    }
+}
+
+impl ActionExprs for StartAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        self.input.iter().map(|(_, e)| e).collect()
+    }
+}
+
+impl ActionExprs for PayAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        [
+            self.amount.as_ref(),
+            self.bill.as_ref(),
+            Some(&self.description),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+impl ActionExprs for RefundAction {
+    fn exprs(&self) -> Vec<&Expr> {
+        [
+            self.amount.as_ref(),
+            self.reason.as_ref(),
+            self.insurance.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     }
 }
 

@@ -3,7 +3,7 @@
 //! graph. Does no IO and knows nothing of storage, HTTP or time: callers
 //! hand it the source text and a `Catalog` of the templates that exist.
 
-mod call;
+pub(crate) mod call;
 mod cron;
 mod def;
 mod diagnostic;
@@ -16,14 +16,15 @@ pub mod yaml;
 pub use call::{CallAction, CallSpec};
 pub use cron::CronSpec;
 pub use def::{
-    Action, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction, StartAction,
-    StateDef, TimerDef, TransitionDef, WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
+    Action, ActionExprs, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction,
+    StartAction, StateDef, TimerDef, TransitionDef, WorkflowDef, DEFAULT_KEEP_EVENTS_FOR,
     DEFAULT_PAY_EXPIRES_IN,
 };
 pub use diagnostic::Diagnostic;
 pub use expr::{Expr, Scope};
 pub use graph::mermaid;
 pub use model::{
-    json_schema, ExprText, FieldSpec, Outcome, PayScene, RetrySpec, ValueType, WorkflowFile,
+    json_schema, ExprText, FieldSpec, Outcome, PayScene, PaySpec, RefundSpec, RetrySpec, SendSpec,
+    StartSpec, ValueType, WorkflowFile,
 };
 pub use validate::{check_data_value, check_value, is_event_name, validate, Catalog};

@@ -426,31 +426,18 @@ impl<'de> Deserialize<'de> for ExprText {
     }
 }
 
-/// A typed action. Later issues add `issue_code`, `door_key` and
-/// `queue.join` beside these.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionSpec {
-    /// Sets instance data fields to the values of CEL expressions:
-    /// `set: { reminders_sent: "data.reminders_sent + 1" }`.
-    Set(IndexMap<String, ExprText>),
-    /// Sends a message rendered from a template to a party.
-    Send(SendSpec),
-    /// Starts a child instance of another workflow; this instance receives
-    /// `child.completed` (`{child_id, workflow, outcome, state, data}`) when it ends.
-    Start(StartSpec),
-    /// Asks a party to pay: creates a WeChat Pay order (or a sandbox one),
-    /// then the flow receives `payment.succeeded`, `payment.failed` or
-    /// `payment.expired`.
-    Pay(PaySpec),
-    /// Refunds a payment of this instance, in full or in part; the flow
-    /// receives `refund.succeeded`, `refund.failed` or `refund.abnormal`.
-    Refund(RefundSpec),
-    /// Calls the hospital's or hotel's own system (a named endpoint) with a
-    /// signed JSON body; named fields of the answer are written into `data`
-    /// and the flow receives `call.succeeded`.
-    Call(super::call::CallSpec),
+macro_rules! action_spec_enum {
+    ($($name:ident => $variant:ident($spec:ty, $action:ty) check $check:path, run $run:path, $doc:literal;)*) => {
+        /// One action of a state, transition or timer, run in order.
+        // The kinds are listed once, in `crate::kinds`.
+        #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+        #[serde(rename_all = "snake_case")]
+        pub enum ActionSpec {
+            $(#[doc = $doc] $variant($spec),)*
+        }
+    };
 }
+crate::step_kinds!(action_spec_enum);
 
 /// Where the payer pays.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

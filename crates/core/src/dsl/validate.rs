@@ -15,7 +15,7 @@ use super::diagnostic::{did_you_mean, Anchor, Diagnostic, Sink};
 use super::expr::{Expr, RESERVED_NAMES};
 use super::model::{
     ActionSpec, ExprText, FieldSpec, Handlers, Outcome, PaySpec, RefundSpec, RetrySpec, SendSpec,
-    StateSpec, TimerSpec, TransitionSpec, ValueType, WorkflowFile,
+    StartSpec, StateSpec, TimerSpec, TransitionSpec, ValueType, WorkflowFile,
 };
 use super::yaml::{self, Seg, YamlPath};
 use crate::domain::{parse_duration, Money, Party, RetryPolicy};
@@ -908,79 +908,6 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn check_action(&mut self, spec: &ActionSpec, path: &YamlPath) -> Option<Action> {
-        match spec {
-            ActionSpec::Set(fields) => {
-                let path = path.key("set");
-                let mut compiled = Vec::new();
-                for (field, source) in fields {
-                    let field_path = path.key(field);
-                    if !self.spec.data.contains_key(field) {
-                        let declared: Vec<&str> =
-                            self.spec.data.keys().map(String::as_str).collect();
-                        self.sink.push(
-                            "unknown_data_field",
-                            &field_path,
-                            Anchor::Key,
-                            format!("`{field}` is not a data field"),
-                            Some(match did_you_mean(field, declared.iter().copied()) {
-                                Some(close) => format!("did you mean `{close}`?"),
-                                None => format!(
-                                    "declare it under `data:` (declared: {})",
-                                    list_or_none(&declared)
-                                ),
-                            }),
-                        );
-                    }
-                    if let Some(declared) = self.spec.data.get(field) {
-                        self.check_literal(&source.0, declared.ty, &field_path);
-                    }
-                    if let Some(expr) = self.check_expr(&source.0, &field_path) {
-                        compiled.push((field.clone(), expr));
-                    }
-                }
-                Some(Action::Set(SetAction { fields: compiled }))
-            }
-            ActionSpec::Send(send) => self.check_send(send, &path.key("send")).map(Action::Send),
-            ActionSpec::Call(call) => {
-                super::call::check(self, call, &path.key("call")).map(Action::Call)
-            }
-            ActionSpec::Pay(pay) => self.check_pay(pay, &path.key("pay")).map(Action::Pay),
-            ActionSpec::Refund(refund) => self
-                .check_refund(refund, &path.key("refund"))
-                .map(Action::Refund),
-            ActionSpec::Start(start) => {
-                let path = path.key("start");
-                if !is_identifier(&start.workflow) {
-                    self.sink.push(
-                        "invalid_name",
-                        &path.key("workflow"),
-                        Anchor::Value,
-                        format!("`{}` is not a valid workflow name", start.workflow),
-                        Some(
-                            "name a workflow deployed for the same tenant, e.g. follow_up_reminder"
-                                .into(),
-                        ),
-                    );
-                }
-                let mut input = Vec::new();
-                let mut ok = true;
-                for (field, source) in &start.input {
-                    match self.check_expr(&source.0, &path.key("input").key(field)) {
-                        Some(expr) => input.push((field.clone(), expr)),
-                        None => ok = false,
-                    }
-                }
-                ok.then(|| {
-                    Action::Start(StartAction {
-                        workflow: start.workflow.clone(),
-                        input,
-                    })
-                })
-            }
-        }
-    }
-
     /// Checks that `name` is a `party` input; `path` points at the reference.
     fn check_party(&mut self, name: &str, path: &YamlPath) -> bool {
         match self.spec.inputs.get(name) {
@@ -1710,4 +1637,107 @@ pub fn check_value(
         (ValueType::Enum, _) => Err(wrong("one of the enum's values")),
         (ValueType::Party, _) => Err(wrong("a party `{ id, name, phone, … }`")),
     }
+}
+
+// ---- the checks of each step kind (listed in `crate::kinds`) ----------------
+
+macro_rules! check_action_kinds {
+    ($($name:ident => $variant:ident($spec:ty, $action:ty) check $check:path, run $run:path, $doc:literal;)*) => {
+        impl Checker<'_> {
+            fn check_action(&mut self, spec: &ActionSpec, path: &YamlPath) -> Option<Action> {
+                match spec {
+                    $(ActionSpec::$variant(spec) => {
+                        $check(self, spec, &path.key(stringify!($name))).map(Action::$variant)
+                    })*
+                }
+            }
+        }
+    };
+}
+crate::step_kinds!(check_action_kinds);
+
+pub(crate) fn kind_set(
+    checker: &mut Checker<'_>,
+    fields: &IndexMap<String, ExprText>,
+    path: &YamlPath,
+) -> Option<SetAction> {
+    let mut compiled = Vec::new();
+    for (field, source) in fields {
+        let field_path = path.key(field);
+        if !checker.spec.data.contains_key(field) {
+            let declared: Vec<&str> = checker.spec.data.keys().map(String::as_str).collect();
+            checker.sink.push(
+                "unknown_data_field",
+                &field_path,
+                Anchor::Key,
+                format!("`{field}` is not a data field"),
+                Some(match did_you_mean(field, declared.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None => format!(
+                        "declare it under `data:` (declared: {})",
+                        list_or_none(&declared)
+                    ),
+                }),
+            );
+        }
+        if let Some(declared) = checker.spec.data.get(field) {
+            checker.check_literal(&source.0, declared.ty, &field_path);
+        }
+        if let Some(expr) = checker.check_expr(&source.0, &field_path) {
+            compiled.push((field.clone(), expr));
+        }
+    }
+    Some(SetAction { fields: compiled })
+}
+
+pub(crate) fn kind_send(
+    checker: &mut Checker<'_>,
+    spec: &SendSpec,
+    path: &YamlPath,
+) -> Option<SendAction> {
+    checker.check_send(spec, path)
+}
+
+pub(crate) fn kind_pay(
+    checker: &mut Checker<'_>,
+    spec: &PaySpec,
+    path: &YamlPath,
+) -> Option<PayAction> {
+    checker.check_pay(spec, path)
+}
+
+pub(crate) fn kind_refund(
+    checker: &mut Checker<'_>,
+    spec: &RefundSpec,
+    path: &YamlPath,
+) -> Option<RefundAction> {
+    checker.check_refund(spec, path)
+}
+
+pub(crate) fn kind_start(
+    checker: &mut Checker<'_>,
+    start: &StartSpec,
+    path: &YamlPath,
+) -> Option<StartAction> {
+    if !is_identifier(&start.workflow) {
+        checker.sink.push(
+            "invalid_name",
+            &path.key("workflow"),
+            Anchor::Value,
+            format!("`{}` is not a valid workflow name", start.workflow),
+            Some("name a workflow deployed for the same tenant, e.g. follow_up_reminder".into()),
+        );
+    }
+    let mut input = Vec::new();
+    let mut ok = true;
+    for (field, source) in &start.input {
+        match checker.check_expr(&source.0, &path.key("input").key(field)) {
+            Some(expr) => input.push((field.clone(), expr)),
+            None => ok = false,
+        }
+    }
+    ok.then(|| StartAction {
+        workflow: start.workflow.clone(),
+        input,
+    })
 }

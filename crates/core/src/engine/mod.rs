@@ -135,34 +135,32 @@ pub struct Effect {
     pub kind: EffectKind,
 }
 
-/// What an effect does, with its data. Stored in the outbox tagged: the
-/// row's `kind` column is the tag (`send`, `pay`, …) and its `payload` the
-/// data, read back with `EffectKind::from_stored`. The runtime dispatches
-/// on this enum exhaustively, so a kind without an executor does not compile.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
-#[serde(tag = "kind", content = "effect", rename_all = "snake_case")]
-pub enum EffectKind {
-    Send(SendEffect),
-    StartChild(StartChildEffect),
-    NotifyParent(NotifyParentEffect),
-    Pay(PayEffect),
-    Refund(RefundEffect),
-    Call(CallEffect),
+macro_rules! effect_kind_enum {
+    ($($tag:ident => $variant:ident($effect:ty)),* $(,)?) => {
+        /// What an effect does, with its data (the kinds: `crate::kinds`).
+        /// Stored in the outbox tagged: the row's `kind` column is the tag
+        /// (`send`, `pay`, …) and its `payload` the data, read back with
+        /// `EffectKind::from_stored`. The shell dispatches on this enum
+        /// exhaustively, so a kind without an executor does not compile.
+        #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+        #[serde(tag = "kind", content = "effect", rename_all = "snake_case")]
+        pub enum EffectKind {
+            $($variant($effect),)*
+        }
+
+        impl EffectKind {
+            /// The tag stored in the outbox's `kind` column.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(EffectKind::$variant(_) => stringify!($tag),)*
+                }
+            }
+        }
+    };
 }
+crate::effect_kinds!(effect_kind_enum);
 
 impl EffectKind {
-    /// The tag stored in the outbox's `kind` column.
-    pub fn name(&self) -> &'static str {
-        match self {
-            EffectKind::Send(_) => "send",
-            EffectKind::StartChild(_) => "start_child",
-            EffectKind::NotifyParent(_) => "notify_parent",
-            EffectKind::Pay(_) => "pay",
-            EffectKind::Refund(_) => "refund",
-            EffectKind::Call(_) => "call",
-        }
-    }
-
     /// The effect's data as stored in the outbox's `payload` column.
     ///
     /// # Errors

@@ -5,10 +5,10 @@
 //! `step.rs` does not change.
 
 pub mod call;
-mod pay;
-mod send;
-mod set;
-mod start;
+pub(crate) mod pay;
+pub(crate) mod send;
+pub(crate) mod set;
+pub(crate) mod start;
 
 use chrono::{DateTime, Utc};
 
@@ -32,17 +32,17 @@ pub struct ActionContext<'a> {
     pub history: &'a mut Vec<HistoryEntry>,
 }
 
-/// Runs one action.
-///
-/// # Errors
-/// An expression in the action failed.
-pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error> {
-    match action {
-        Action::Set(set) => set::run(set, context),
-        Action::Send(send) => send::run(send, context),
-        Action::Start(start) => start::run(start, context),
-        Action::Pay(pay) => pay::run(pay, context),
-        Action::Refund(refund) => pay::run_refund(refund, context),
-        Action::Call(call) => call::run(call, context),
-    }
+macro_rules! run_action_kinds {
+    ($($name:ident => $variant:ident($spec:ty, $action:ty) check $check:path, run $run:path, $doc:literal;)*) => {
+        /// Runs one action.
+        ///
+        /// # Errors
+        /// An expression in the action failed.
+        pub fn run(action: &Action, context: &mut ActionContext<'_>) -> Result<(), Error> {
+            match action {
+                $(Action::$variant(action) => $run(action, context),)*
+            }
+        }
+    };
 }
+crate::step_kinds!(run_action_kinds);
