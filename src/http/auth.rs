@@ -90,7 +90,7 @@ impl FromRequest for Caller {
             let Some(state) = state else {
                 return Err(ApiError::internal(&"application state missing"));
             };
-            match state.runtime.store().authenticate(key).await {
+            match state.reads.authenticate(key).await {
                 Ok(Some((tenant_id, role))) => Ok(Caller { tenant_id, role }),
                 Ok(None) => Err(unauthorized("invalid_api_key", "this API key is not valid")),
                 Err(error) => Err(ApiError::internal(&error)),

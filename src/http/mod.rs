@@ -25,7 +25,10 @@ use crate::runtime::Runtime;
 
 /// What every handler can reach.
 pub struct AppState {
+    /// Changes go through the runtime.
     pub runtime: Arc<Runtime>,
+    /// Reads, scoped to the caller's tenant.
+    pub reads: crate::store::Reads,
 }
 
 /// Builds the HTTP server on an already bound listener (port 0 in tests).
@@ -33,7 +36,8 @@ pub struct AppState {
 /// # Errors
 /// The listener cannot be used.
 pub fn server(runtime: Arc<Runtime>, listener: TcpListener) -> std::io::Result<Server> {
-    let state = web::Data::new(AppState { runtime });
+    let reads = crate::store::Reads::new(runtime.store().clone());
+    let state = web::Data::new(AppState { runtime, reads });
     let server = HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(json_errors))

@@ -17,6 +17,7 @@ mod instances;
 mod moves;
 mod outbox;
 mod payments;
+mod reads;
 mod rows;
 mod schedules;
 mod states;
@@ -26,6 +27,7 @@ mod timers;
 
 pub use endpoints::*;
 pub use payments::*;
+pub use reads::{PaymentWithRefunds, Reads};
 pub use rows::*;
 pub use states::{OutboxStatus, PaymentState, RefundStatus};
 pub use templates::*;

@@ -19,8 +19,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&INBOX_READERS)?;
     let rows = state
-        .runtime
-        .store()
+        .reads
         .inbox(&caller.tenant_id, &party_id, 200)
         .await
         .map_err(|e| ApiError::internal(&e))?;

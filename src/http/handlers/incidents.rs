@@ -59,8 +59,7 @@ pub async fn list(
         }
     };
     let rows = state
-        .runtime
-        .store()
+        .reads
         .incidents(&caller.tenant_id, status, 500)
         .await
         .map_err(|e| ApiError::internal(&e))?;

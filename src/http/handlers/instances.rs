@@ -12,22 +12,6 @@ use crate::http::AppState;
 use crate::runtime::StartRequest;
 use crate::store::InstanceFilter;
 
-async fn load(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<crate::store::InstanceRow, ApiError> {
-    state
-        .runtime
-        .store()
-        .instance(&caller.tenant_id, id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(|| {
-            ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
-        })
-}
-
 /// The instance as the caller may see it: personal data masked for staff keys.
 fn view(
     caller: &Caller,
@@ -81,13 +65,14 @@ pub async fn get(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = load(&state, &caller, &id).await?;
-    let timers = state
-        .runtime
-        .store()
-        .timers_of(&row.id)
+    let (row, timers) = state
+        .reads
+        .instance_with_timers(&caller.tenant_id, &id)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| {
+            ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
+        })?;
     Ok(HttpResponse::Ok().json(view(&caller, &row, Some(&timers))))
 }
 
@@ -113,9 +98,8 @@ pub async fn list(
         limit: limit + 1,
     };
     let mut rows = state
-        .runtime
-        .store()
-        .list_instances(&caller.tenant_id, &filter)
+        .reads
+        .instances(&caller.tenant_id, &filter)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let more = rows.len() as u64 > limit;
@@ -138,15 +122,16 @@ pub async fn history(
     id: web::Path<String>,
     query: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = load(&state, &caller, &id).await?;
     let limit = query.limit.unwrap_or(500).clamp(1, 5000);
     let from = query.from.unwrap_or(0).max(0);
     let rows = state
-        .runtime
-        .store()
-        .history(&row.id, from, limit + 1)
+        .reads
+        .history(&caller.tenant_id, &id, from, limit + 1)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(|| {
+            ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
+        })?;
     let more = rows.len() as u64 > limit;
     let entries: Vec<dto::HistoryEntry> = rows
         .iter()
@@ -165,7 +150,7 @@ pub async fn history(
         None
     };
     Ok(HttpResponse::Ok().json(History {
-        instance_id: row.id,
+        instance_id: id.into_inner(),
         entries,
         next_from,
     }))

@@ -315,30 +315,18 @@ pub async fn of_instance(
     caller: Caller,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let store = state.runtime.store();
-    if store
-        .instance(&caller.tenant_id, &id)
+    let payments = state
+        .reads
+        .payments_of(&caller.tenant_id, &id)
         .await
         .map_err(|e| ApiError::internal(&e))?
-        .is_none()
-    {
-        return Err(ApiError::not_found(
-            "instance_not_found",
-            format!("there is no instance `{id}`"),
-        ));
-    }
-    let mut out = Vec::new();
-    for payment in store
-        .payments_of(&id)
-        .await
-        .map_err(|e| ApiError::internal(&e))?
-    {
-        let refunds = store
-            .refunds_of(&payment.out_trade_no)
-            .await
-            .map_err(|e| ApiError::internal(&e))?;
-        out.push(payment_dto(&payment, &refunds));
-    }
+        .ok_or_else(|| {
+            ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
+        })?;
+    let out: Vec<_> = payments
+        .iter()
+        .map(|(payment, refunds)| payment_dto(payment, refunds))
+        .collect();
     Ok(HttpResponse::Ok().json(json!({"payments": out})))
 }
 
@@ -379,9 +367,8 @@ pub async fn merchants(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&["admin"])?;
     let rows = state
-        .runtime
-        .store()
-        .merchants(Some(&caller.tenant_id))
+        .reads
+        .merchants(&caller.tenant_id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
     let merchants: Vec<Merchant> = rows.iter().map(Merchant::from).collect();

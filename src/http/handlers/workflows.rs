@@ -88,8 +88,7 @@ pub async fn deploy(
 /// `GET /api/v1/workflows`: every workflow with its versions.
 pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let rows = state
-        .runtime
-        .store()
+        .reads
         .definitions(&caller.tenant_id)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -118,8 +117,7 @@ async fn versions(
     name: &str,
 ) -> Result<Vec<DefinitionRow>, ApiError> {
     let rows: Vec<DefinitionRow> = state
-        .runtime
-        .store()
+        .reads
         .definitions(&caller.tenant_id)
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -156,13 +154,11 @@ pub async fn get(
     let rows = versions(&state, &caller, &name).await?;
     let row = pick(&rows, query.version)?;
     let schedules = state
-        .runtime
-        .store()
-        .schedules(&caller.tenant_id)
+        .reads
+        .schedules_of(&caller.tenant_id, &row.name)
         .await
         .map_err(|e| ApiError::internal(&e))?
         .into_iter()
-        .filter(|s| s.workflow == row.name)
         .map(|s| Schedule {
             cron: s.cron,
             time_zone: s.time_zone,
