@@ -265,3 +265,6 @@ pub struct SendEffect {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod kind_tests;
