@@ -57,19 +57,22 @@ pub(super) struct PaymentsState {
     nonces: std::sync::RwLock<HashMap<i64, Arc<NonceCache>>>,
 }
 
-/// Why a callback was refused: answered with this status and
-/// `{"code": "FAIL", "message": …}`, and nothing changed.
-#[derive(Debug)]
-pub struct CallbackRefused {
-    pub status: u16,
-    pub message: String,
-}
-
-fn refused(status: u16, message: impl Into<String>) -> CallbackRefused {
-    CallbackRefused {
-        status,
-        message: message.into(),
-    }
+/// Why a callback was refused; nothing changed. `http` answers each with
+/// its status and `{"code": "FAIL", "message": …}`, so WeChat Pay retries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackRefused {
+    /// The signature, timestamp or nonce does not verify.
+    #[error("{0}")]
+    Unverified(String),
+    /// Not a notification we can read, or one for another merchant or app.
+    #[error("{0}")]
+    Malformed(String),
+    /// No such merchant, order or refund here.
+    #[error("{0}")]
+    Unknown(String),
+    /// Our side failed (the database, a lock): WeChat Pay sends it again.
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// What the pay page shows.
@@ -1427,16 +1430,19 @@ impl Runtime {
             .store
             .merchant(merchant_id)
             .await
-            .map_err(|e| refused(500, e.to_string()))?
-            .ok_or_else(|| refused(404, format!("no merchant {merchant_id}")))?;
-        let client = self.client_of(&row).await.map_err(|e| refused(500, e))?;
+            .map_err(|e| CallbackRefused::Internal(e.to_string()))?
+            .ok_or_else(|| CallbackRefused::Unknown(format!("no merchant {merchant_id}")))?;
+        let client = self
+            .client_of(&row)
+            .await
+            .map_err(CallbackRefused::Internal)?;
         let config = client.config();
         let nonces = {
             let mut map = self
                 .payments
                 .nonces
                 .write()
-                .map_err(|_| refused(500, "lock"))?;
+                .map_err(|_| CallbackRefused::Internal("lock".into()))?;
             map.entry(merchant_id).or_default().clone()
         };
         client
@@ -1451,10 +1457,10 @@ impl Runtime {
         )
         .map_err(|error| {
             tracing::warn!(merchant.id = merchant_id, "refused a callback: {error}");
-            refused(401, error.to_string())
+            CallbackRefused::Unverified(error.to_string())
         })?;
-        let envelope: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| refused(400, format!("not JSON: {e}")))?;
+        let envelope: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| CallbackRefused::Malformed(format!("not JSON: {e}")))?;
         let resource = &envelope["resource"];
         let plain = config
             .api_v3_key
@@ -1463,61 +1469,73 @@ impl Runtime {
                 resource["associated_data"].as_str().unwrap_or_default(),
                 resource["ciphertext"].as_str().unwrap_or_default(),
             )
-            .map_err(|e| refused(400, format!("cannot decrypt the resource: {e}")))?;
+            .map_err(|e| CallbackRefused::Malformed(format!("cannot decrypt the resource: {e}")))?;
         let plain: serde_json::Value = serde_json::from_slice(&plain)
-            .map_err(|e| refused(400, format!("resource is not JSON: {e}")))?;
+            .map_err(|e| CallbackRefused::Malformed(format!("resource is not JSON: {e}")))?;
         let event_type = envelope["event_type"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let id = envelope["id"].as_str().unwrap_or_default().to_owned();
         if id.is_empty() {
-            return Err(refused(400, "the notification has no id"));
+            return Err(CallbackRefused::Malformed(
+                "the notification has no id".into(),
+            ));
         }
         let med_ins = event_type.starts_with("MEDICAL_INSURANCE.");
         if !med_ins && plain["mchid"].as_str() != Some(config.mchid.as_str()) {
-            return Err(refused(400, "the notification is for another mchid"));
+            return Err(CallbackRefused::Malformed(
+                "the notification is for another mchid".into(),
+            ));
         }
         let business_key = if med_ins {
             // A 医保 mixed order names no mchid: the appid, our order, its mix number and amounts must match.
-            let status: MedInsStatus =
-                serde_json::from_value(plain.clone()).map_err(|e| refused(400, e.to_string()))?;
+            let status: MedInsStatus = serde_json::from_value(plain.clone())
+                .map_err(|e| CallbackRefused::Malformed(e.to_string()))?;
             if status.appid.as_deref() != Some(config.appid.as_str()) {
-                return Err(refused(400, "the notification is for another appid"));
+                return Err(CallbackRefused::Malformed(
+                    "the notification is for another appid".into(),
+                ));
             }
             let no = status.out_trade_no.clone().unwrap_or_default();
             let payment = self
                 .store
                 .payment(&no)
                 .await
-                .map_err(|e| refused(500, e.to_string()))?
+                .map_err(|e| CallbackRefused::Internal(e.to_string()))?
                 .filter(|p| {
                     p.merchant_id == Some(merchant_id)
                         && p.mix_trade_no.as_deref() == Some(status.mix_trade_no.as_str())
                 })
-                .ok_or_else(|| refused(404, format!("no 医保 order {}", status.mix_trade_no)))?;
+                .ok_or_else(|| {
+                    CallbackRefused::Unknown(format!("no 医保 order {}", status.mix_trade_no))
+                })?;
             self.check_med_amount(&payment, &status)
-                .map_err(|e| refused(400, e))?;
+                .map_err(CallbackRefused::Malformed)?;
             format!("{}:{}", status.mix_trade_no, status.mix_pay_status)
         } else if event_type.starts_with("TRANSACTION.") {
-            let transaction: Transaction =
-                serde_json::from_value(plain.clone()).map_err(|e| refused(400, e.to_string()))?;
+            let transaction: Transaction = serde_json::from_value(plain.clone())
+                .map_err(|e| CallbackRefused::Malformed(e.to_string()))?;
             if transaction
                 .appid
                 .as_deref()
                 .is_some_and(|a| a != config.appid)
             {
-                return Err(refused(400, "the notification is for another appid"));
+                return Err(CallbackRefused::Malformed(
+                    "the notification is for another appid".into(),
+                ));
             }
             let payment = self
                 .store
                 .payment(&transaction.out_trade_no)
                 .await
-                .map_err(|e| refused(500, e.to_string()))?
+                .map_err(|e| CallbackRefused::Internal(e.to_string()))?
                 .filter(|p| p.merchant_id == Some(merchant_id))
-                .ok_or_else(|| refused(404, format!("no order {}", transaction.out_trade_no)))?;
+                .ok_or_else(|| {
+                    CallbackRefused::Unknown(format!("no order {}", transaction.out_trade_no))
+                })?;
             self.check_amount(&payment, &transaction)
-                .map_err(|e| refused(400, e))?;
+                .map_err(CallbackRefused::Malformed)?;
             format!("{}:{}", transaction.out_trade_no, transaction.trade_state)
         } else if event_type.starts_with("REFUND.") {
             let out_refund_no = plain["out_refund_no"].as_str().unwrap_or_default();
@@ -1525,19 +1543,23 @@ impl Runtime {
                 .store
                 .refund(out_refund_no)
                 .await
-                .map_err(|e| refused(500, e.to_string()))?
-                .ok_or_else(|| refused(404, format!("no refund {out_refund_no}")))?;
+                .map_err(|e| CallbackRefused::Internal(e.to_string()))?
+                .ok_or_else(|| CallbackRefused::Unknown(format!("no refund {out_refund_no}")))?;
             let owner = self
                 .store
                 .payment(&refund.out_trade_no)
                 .await
-                .map_err(|e| refused(500, e.to_string()))?;
+                .map_err(|e| CallbackRefused::Internal(e.to_string()))?;
             if owner.and_then(|p| p.merchant_id) != Some(merchant_id) {
-                return Err(refused(404, format!("no refund {out_refund_no}")));
+                return Err(CallbackRefused::Unknown(format!(
+                    "no refund {out_refund_no}"
+                )));
             }
             if let Some(amount) = plain["amount"]["refund"].as_i64() {
                 if amount != refund.amount_fen {
-                    return Err(refused(400, "the refund amount does not match ours"));
+                    return Err(CallbackRefused::Malformed(
+                        "the refund amount does not match ours".into(),
+                    ));
                 }
             }
             format!(
@@ -1545,13 +1567,15 @@ impl Runtime {
                 plain["refund_status"].as_str().unwrap_or_default()
             )
         } else {
-            return Err(refused(400, format!("unknown event type `{event_type}`")));
+            return Err(CallbackRefused::Malformed(format!(
+                "unknown event type `{event_type}`"
+            )));
         };
         let stored = self
             .store
             .record_notification(merchant_id, &id, &event_type, &business_key, &plain, now)
             .await
-            .map_err(|e| refused(500, e.to_string()))?;
+            .map_err(|e| CallbackRefused::Internal(e.to_string()))?;
         Ok(stored)
     }
 

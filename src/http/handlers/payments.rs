@@ -11,6 +11,7 @@ use crate::domain::Money;
 use crate::http::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::runtime::CallbackRefused;
 use crate::runtime::{PageError, PayView};
 use crate::store::{from_ms, MerchantRow, PaymentRow, RefundRow};
 
@@ -51,10 +52,16 @@ pub async fn callback(
             }
             HttpResponse::NoContent().finish()
         }
-        Err(refused) => HttpResponse::build(
-            StatusCode::from_u16(refused.status).unwrap_or(StatusCode::BAD_REQUEST),
-        )
-        .json(json!({"code": "FAIL", "message": refused.message})),
+        Err(refused) => {
+            let status = match &refused {
+                CallbackRefused::Unverified(_) => StatusCode::UNAUTHORIZED,
+                CallbackRefused::Malformed(_) => StatusCode::BAD_REQUEST,
+                CallbackRefused::Unknown(_) => StatusCode::NOT_FOUND,
+                CallbackRefused::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            HttpResponse::build(status)
+                .json(json!({"code": "FAIL", "message": refused.to_string()}))
+        }
     }
 }
 
