@@ -125,6 +125,15 @@ fn shanghai(at: DateTime<Utc>) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
+/// A text field of a JSON payload (WeChat Pay's, or an owed event's): a
+/// missing one is an error naming it, never read as "".
+fn text_field<'a>(value: &'a serde_json::Value, name: &str) -> Result<&'a str, String> {
+    value
+        .get(name)
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| format!("`{name}` is missing or not text"))
+}
+
 fn store_failure(error: store::Error) -> Failure {
     Failure::Transient(error.to_string())
 }
@@ -534,7 +543,9 @@ impl Runtime {
     pub(super) async fn deliver_owed(&self, row: &OutboxRow) -> Result<(), Failure> {
         let owed: serde_json::Value =
             serde_json::from_str(&row.payload).map_err(|e| Failure::Permanent(e.to_string()))?;
-        let event_type = owed["event_type"].as_str().unwrap_or_default().to_owned();
+        let event_type = text_field(&owed, "event_type")
+            .map_err(Failure::Permanent)?
+            .to_owned();
         let payload = owed["payload"].clone();
         let event = Event::Named {
             event_type: event_type.clone(),
@@ -554,7 +565,7 @@ impl Runtime {
             )) => {
                 // Early: the flow may still get to a state that takes the
                 // payment (while the order could still be paid). Try again soon.
-                let no = payload["payment"].as_str().unwrap_or_default();
+                let no = text_field(&payload, "payment").map_err(Failure::Permanent)?;
                 let payment = self.store.payment(no).await.map_err(store_failure)?;
                 let now = self.now();
                 if let Some(payment) = payment.filter(|_| event_type == PAYMENT_SUCCEEDED) {
@@ -580,7 +591,7 @@ impl Runtime {
         };
         let mut detail = json!({"effect": "deliver_event", "key": row.effect_key, "event": event_type, "delivered": delivered});
         if !delivered && event_type == PAYMENT_SUCCEEDED {
-            let no = payload["payment"].as_str().unwrap_or_default();
+            let no = text_field(&payload, "payment").map_err(Failure::Permanent)?;
             if let Some(payment) = self.store.payment(no).await.map_err(store_failure)? {
                 let refund = self
                     .refund_late(&payment)
@@ -1465,18 +1476,19 @@ impl Runtime {
         let plain = config
             .api_v3_key
             .decrypt(
-                resource["nonce"].as_str().unwrap_or_default(),
-                resource["associated_data"].as_str().unwrap_or_default(),
-                resource["ciphertext"].as_str().unwrap_or_default(),
+                text_field(resource, "nonce").map_err(CallbackRefused::Malformed)?,
+                text_field(resource, "associated_data").map_err(CallbackRefused::Malformed)?,
+                text_field(resource, "ciphertext").map_err(CallbackRefused::Malformed)?,
             )
             .map_err(|e| CallbackRefused::Malformed(format!("cannot decrypt the resource: {e}")))?;
         let plain: serde_json::Value = serde_json::from_slice(&plain)
             .map_err(|e| CallbackRefused::Malformed(format!("resource is not JSON: {e}")))?;
-        let event_type = envelope["event_type"]
-            .as_str()
-            .unwrap_or_default()
+        let event_type = text_field(&envelope, "event_type")
+            .map_err(CallbackRefused::Malformed)?
             .to_owned();
-        let id = envelope["id"].as_str().unwrap_or_default().to_owned();
+        let id = text_field(&envelope, "id")
+            .map_err(CallbackRefused::Malformed)?
+            .to_owned();
         if id.is_empty() {
             return Err(CallbackRefused::Malformed(
                 "the notification has no id".into(),
@@ -1538,7 +1550,8 @@ impl Runtime {
                 .map_err(CallbackRefused::Malformed)?;
             format!("{}:{}", transaction.out_trade_no, transaction.trade_state)
         } else if event_type.starts_with("REFUND.") {
-            let out_refund_no = plain["out_refund_no"].as_str().unwrap_or_default();
+            let out_refund_no =
+                text_field(&plain, "out_refund_no").map_err(CallbackRefused::Malformed)?;
             let refund = self
                 .store
                 .refund(out_refund_no)
@@ -1564,7 +1577,7 @@ impl Runtime {
             }
             format!(
                 "{out_refund_no}:{}",
-                plain["refund_status"].as_str().unwrap_or_default()
+                text_field(&plain, "refund_status").map_err(CallbackRefused::Malformed)?
             )
         } else {
             return Err(CallbackRefused::Malformed(format!(
@@ -1584,39 +1597,45 @@ impl Runtime {
     /// # Errors
     /// A store error.
     pub async fn process_notification(&self, notification: &NotificationRow) -> Result<(), Error> {
+        let corrupt = |e: String| {
+            Error::Store(store::Error::Corrupt(format!(
+                "notification {}: {e}",
+                notification.id
+            )))
+        };
         let plain: serde_json::Value =
-            serde_json::from_str(&notification.resource).unwrap_or_default();
+            serde_json::from_str(&notification.resource).map_err(|e| corrupt(e.to_string()))?;
         let outcome = if notification.event_type.starts_with("MEDICAL_INSURANCE.") {
-            let no = plain["out_trade_no"].as_str().unwrap_or_default();
+            let no = text_field(&plain, "out_trade_no").map_err(corrupt)?;
             match (
                 self.store.payment(no).await?,
                 plain["mix_pay_status"].as_str(),
             ) {
                 (Some(payment), Some("MIX_PAY_SUCCESS")) => {
                     self.store.payment_mix_status(no, "MIX_PAY_SUCCESS").await?;
-                    let mix = plain["mix_trade_no"].as_str().unwrap_or_default();
+                    let mix = text_field(&plain, "mix_trade_no").map_err(corrupt)?;
                     self.paid_outcome(&payment, mix).await?
                 }
                 _ => "ignored",
             }
         } else if notification.event_type.starts_with("TRANSACTION.") {
-            let no = plain["out_trade_no"].as_str().unwrap_or_default();
+            let no = text_field(&plain, "out_trade_no").map_err(corrupt)?;
             match (self.store.payment(no).await?, plain["trade_state"].as_str()) {
                 // The self-paid leg of a 医保 order: alone it settles nothing.
                 (Some(payment), _) if payment.mix_trade_no.is_some() => {
                     "self-paid leg of a 医保 order: waits for MEDICAL_INSURANCE.SUCCESS"
                 }
                 (Some(payment), Some("SUCCESS")) => {
-                    let transaction_id = plain["transaction_id"].as_str().unwrap_or_default();
+                    let transaction_id = text_field(&plain, "transaction_id").map_err(corrupt)?;
                     self.paid_outcome(&payment, transaction_id).await?
                 }
                 _ => "ignored",
             }
         } else {
-            let no = plain["out_refund_no"].as_str().unwrap_or_default();
+            let no = text_field(&plain, "out_refund_no").map_err(corrupt)?;
             match self.store.refund(no).await? {
                 Some(refund) => {
-                    let status = plain["refund_status"].as_str().unwrap_or_default();
+                    let status = text_field(&plain, "refund_status").map_err(corrupt)?;
                     self.refund_result(&refund, status, plain["refund_id"].as_str())
                         .await?;
                     "applied"

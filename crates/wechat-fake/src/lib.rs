@@ -418,7 +418,7 @@ impl Fake {
     }
 
     fn create_order(&self, scene: &str, body: Value, fault: Option<AnswerFault>) -> HttpResponse {
-        let text = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+        let text = |name: &str| request_text(&body, name);
         let out_trade_no = text("out_trade_no");
         let valid_no = (6..=32).contains(&out_trade_no.len())
             && out_trade_no
@@ -472,11 +472,15 @@ impl Fake {
     }
 
     fn create_refund(&self, body: &Value, fault: Option<AnswerFault>) -> HttpResponse {
-        let out_trade_no = body["out_trade_no"].as_str().unwrap_or_default().to_owned();
-        let out_refund_no = body["out_refund_no"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let out_trade_no = request_text(body, "out_trade_no");
+        let out_refund_no = request_text(body, "out_refund_no");
+        if out_refund_no.is_empty() || out_trade_no.is_empty() {
+            return error(
+                400,
+                "PARAM_ERROR",
+                "out_trade_no and out_refund_no are required",
+            );
+        }
         let refund = body["amount"]["refund"].as_i64().unwrap_or(0);
         let total = body["amount"]["total"].as_i64().unwrap_or(0);
         let mut state = self.lock();
@@ -572,7 +576,7 @@ impl Fake {
                 }
             }
         }
-        let text = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+        let text = |name: &str| request_text(&body, name);
         let fee = |name: &str| body[name].as_i64().unwrap_or(-1);
         for name in [
             "order_type",
@@ -787,7 +791,8 @@ impl Fake {
             NotifyMode::Drop => 0,
             _ => 1,
         };
-        let id = envelope["id"].as_str().unwrap_or_default().to_owned();
+        // The fake built this envelope itself, with an id.
+        let id = request_text(&envelope, "id");
         let mut statuses = Vec::new();
         for attempt in 0..times {
             if mode == NotifyMode::Resend && attempt > 0 {
@@ -1184,4 +1189,13 @@ pub fn decrypt_oaep_for_tests(
         .decrypt(rsa::Oaep::new::<sha1::Sha1>(), &ciphertext)
         .map_err(|_| CryptoError::Decryption)?;
     String::from_utf8(plain).map_err(|_| CryptoError::Decryption)
+}
+
+/// A text field of a request o2flow sent: missing reads as empty, which
+/// every caller then refuses with `PARAM_ERROR`, as WeChat Pay does.
+fn request_text(body: &Value, name: &str) -> String {
+    body.get(name)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_default()
 }

@@ -325,24 +325,31 @@ pub fn read_certificates(
         serde_json::from_slice(body).map_err(|e| PayError::Unexpected(e.to_string()))?;
     let mut certificates = Vec::new();
     let mut keys = PlatformKeys::default();
-    for item in answer["data"].as_array().cloned().unwrap_or_default() {
-        let text = |name: &str| item[name].as_str().unwrap_or_default().to_owned();
+    let items = answer["data"]
+        .as_array()
+        .ok_or_else(|| PayError::Unexpected("the certificate list has no `data`".into()))?;
+    for item in items {
+        let field = |value: &Value, name: &str| {
+            value[name].as_str().map(str::to_owned).ok_or_else(|| {
+                PayError::Unexpected(format!("a listed certificate has no `{name}`"))
+            })
+        };
+        let serial_no = field(item, "serial_no")?;
+        let text = |name: &str| field(item, name);
         let encrypted = &item["encrypt_certificate"];
         let pem = api_v3_key.decrypt(
-            encrypted["nonce"].as_str().unwrap_or_default(),
-            encrypted["associated_data"].as_str().unwrap_or_default(),
-            encrypted["ciphertext"].as_str().unwrap_or_default(),
+            &field(encrypted, "nonce")?,
+            &field(encrypted, "associated_data")?,
+            &field(encrypted, "ciphertext")?,
         )?;
         let (key, serial) = VerifyingKey::from_certificate_pem(&String::from_utf8_lossy(&pem))?;
-        if !serial.eq_ignore_ascii_case(&text("serial_no")) {
+        if !serial.eq_ignore_ascii_case(&serial_no) {
             return Err(PayError::Forged(format!(
-                "certificate {} is listed as {}",
-                serial,
-                text("serial_no")
+                "certificate {serial} is listed as {serial_no}"
             )));
         }
         let time = |name: &str| {
-            DateTime::parse_from_rfc3339(&text(name))
+            DateTime::parse_from_rfc3339(&text(name)?)
                 .map_err(|e| PayError::Unexpected(format!("{name}: {e}")))
         };
         keys.add(&serial, key.clone());
@@ -573,7 +580,10 @@ impl PayClient {
             return Err(PayError::Api {
                 status,
                 code: error["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                message: error["message"].as_str().unwrap_or_default().to_owned(),
+                message: error["message"]
+                    .as_str()
+                    .unwrap_or("(WeChat Pay gave no message)")
+                    .to_owned(),
             });
         }
         if verify {
