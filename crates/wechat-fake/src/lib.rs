@@ -424,7 +424,7 @@ impl Fake {
             && out_trade_no
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-|*".contains(c));
-        let total = body["amount"]["total"].as_i64().unwrap_or(0);
+        let total = fen_or(&body["amount"]["total"], 0);
         if text("mchid") != self.config.mchid || text("appid").is_empty() {
             return error(400, "PARAM_ERROR", "mchid or appid is wrong");
         }
@@ -481,8 +481,8 @@ impl Fake {
                 "out_trade_no and out_refund_no are required",
             );
         }
-        let refund = body["amount"]["refund"].as_i64().unwrap_or(0);
-        let total = body["amount"]["total"].as_i64().unwrap_or(0);
+        let refund = fen_or(&body["amount"]["refund"], 0);
+        let total = fen_or(&body["amount"]["total"], 0);
         let mut state = self.lock();
         if let Some(existing) = state.refunds.get(&out_refund_no) {
             let answer = self.refund_json(&out_refund_no, existing);
@@ -495,7 +495,7 @@ impl Fake {
         if order.transaction_id.is_none() {
             return error(400, "INVALID_REQUEST", "订单未支付");
         }
-        if total != order.request["amount"]["total"].as_i64().unwrap_or(-1) {
+        if total != fen_or(&order.request["amount"]["total"], -1) {
             return error(400, "PARAM_ERROR", "amount.total does not match the order");
         }
         if refund <= 0 || order.refunded + refund > total {
@@ -577,7 +577,7 @@ impl Fake {
             }
         }
         let text = |name: &str| request_text(&body, name);
-        let fee = |name: &str| body[name].as_i64().unwrap_or(-1);
+        let fee = |name: &str| fen_or(&body[name], -1);
         for name in [
             "order_type",
             "appid",
@@ -602,7 +602,7 @@ impl Fake {
         let sum = |list: &str, field: &str| -> i64 {
             body[list]
                 .as_array()
-                .map(|a| a.iter().map(|e| e[field].as_i64().unwrap_or(0)).sum())
+                .map(|a| a.iter().map(|e| fen_or(&e[field], 0)).sum())
                 .unwrap_or(0)
         };
         let (add, reduce) = (
@@ -692,7 +692,7 @@ impl Fake {
         if order.mix_pay_status != "MIX_PAY_SUCCESS" && order.mix_pay_status != "MIX_PAY_REFUND" {
             return error(400, "INVALID_REQUEST", "订单未支付成功");
         }
-        let fee = |name: &str| body[name].as_i64().unwrap_or(-1);
+        let fee = |name: &str| fen_or(&body[name], -1);
         let (gov, own, other) = (
             fee("med_refund_gov_fee"),
             fee("med_refund_self_fee"),
@@ -702,7 +702,7 @@ impl Fake {
             order
                 .refunds
                 .iter()
-                .map(|r| r[field].as_i64().unwrap_or(0))
+                .map(|r| fen_or(&r[field], 0))
                 .sum::<i64>()
         };
         if gov < 0
@@ -711,12 +711,10 @@ impl Fake {
             || fee("med_refund_total_fee") != gov + own + other
             || body["out_refund_no"].as_str().is_none_or(str::is_empty)
             || body["refund_time"].as_str().is_none_or(str::is_empty)
-            || gov + refunded("med_refund_gov_fee")
-                > order.request["med_ins_gov_fee"].as_i64().unwrap_or(0)
-            || own + refunded("med_refund_self_fee")
-                > order.request["med_ins_self_fee"].as_i64().unwrap_or(0)
+            || gov + refunded("med_refund_gov_fee") > fen_or(&order.request["med_ins_gov_fee"], 0)
+            || own + refunded("med_refund_self_fee") > fen_or(&order.request["med_ins_self_fee"], 0)
             || other + refunded("med_refund_other_fee")
-                > order.request["med_ins_other_fee"].as_i64().unwrap_or(0)
+                > fen_or(&order.request["med_ins_other_fee"], 0)
         {
             return error(
                 400,
@@ -1198,4 +1196,11 @@ fn request_text(body: &Value, name: &str) -> String {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_default()
+}
+
+/// An amount in fen of a request o2flow sent, or `missing` when it is not
+/// there: every caller then refuses the missing amount (`PARAM_ERROR`,
+/// `NOT_ENOUGH`, a mismatch), as WeChat Pay does.
+fn fen_or(value: &Value, missing: i64) -> i64 {
+    value.as_i64().unwrap_or(missing)
 }

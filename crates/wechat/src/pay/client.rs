@@ -579,9 +579,14 @@ impl PayClient {
             let error: Value = serde_json::from_slice(&raw).unwrap_or_default();
             return Err(PayError::Api {
                 status,
-                code: error["code"].as_str().unwrap_or("UNKNOWN").to_owned(),
-                message: error["message"]
-                    .as_str()
+                code: error
+                    .get("code")
+                    .and_then(Value::as_str)
+                    .unwrap_or("UNKNOWN")
+                    .to_owned(),
+                message: error
+                    .get("message")
+                    .and_then(Value::as_str)
                     .unwrap_or("(WeChat Pay gave no message)")
                     .to_owned(),
             });
