@@ -130,3 +130,94 @@ pub(crate) fn check(
         retry,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dsl::{validate, Catalog};
+
+    /// The diagnostic codes of a flow whose one step is this `call`.
+    fn codes(endpoint: &str, path: &str, result: &str) -> Vec<String> {
+        let source = format!(
+            r#"
+name: calling
+inputs:
+  patient: party
+data:
+  hold_id: {{ type: string, default: "" }}
+start: asking
+states:
+  asking:
+    enter:
+      - call: {{ endpoint: "{endpoint}", path: "{path}", body: {{ id: patient.id }}, result: {{ hold_id: "{result}" }} }}
+    on:
+      call.succeeded: done
+  done: {{ final: completed }}
+"#
+        );
+        let (def, diagnostics) = validate("calling.yaml", &source, &Catalog::default());
+        assert_eq!(def.is_some(), diagnostics.is_empty());
+        diagnostics.into_iter().map(|d| d.code.to_owned()).collect()
+    }
+
+    #[test]
+    fn endpoints_are_names_paths_stay_under_them_and_results_are_dotted_paths() {
+        for endpoint in ["his", "his_2", "pms9"] {
+            assert_eq!(
+                codes(endpoint, "/slots/hold", "hold.id"),
+                Vec::<String>::new(),
+                "{endpoint}"
+            );
+        }
+        for endpoint in ["HIS", "1his", "his-2", "", "https://his.example"] {
+            assert_eq!(
+                codes(endpoint, "/slots", "hold.id"),
+                ["invalid_endpoint"],
+                "{endpoint}"
+            );
+        }
+        for path in ["slots", "/a/../b", "/x y", "/ok://x"] {
+            assert_eq!(
+                codes("his", path, "hold.id"),
+                ["invalid_call_path"],
+                "{path}"
+            );
+        }
+        for result in ["items.0.no", "a-b.c_d", "invoice"] {
+            assert_eq!(codes("his", "/x", result), Vec::<String>::new(), "{result}");
+        }
+        for result in ["hold..id", "hold id", "", ".x", "hold.id."] {
+            assert_eq!(
+                codes("his", "/x", result),
+                ["invalid_result_path"],
+                "{result}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_evaluates_its_body_expressions() {
+        use crate::dsl::{Action, ActionExprs};
+        let source = r#"
+name: calling
+inputs:
+  patient: party
+  slot: string
+start: asking
+states:
+  asking:
+    enter:
+      - call: { endpoint: his, body: { id: patient.id, slot: slot } }
+    on:
+      call.succeeded: done
+  done: { final: completed }
+"#;
+        let (def, diagnostics) = validate("calling.yaml", source, &Catalog::default());
+        assert_eq!(diagnostics, vec![]);
+        let def = def.unwrap_or_else(|| panic!("no definition"));
+        let Some(Action::Call(call)) = def.states["asking"].enter.first() else {
+            panic!("not a call");
+        };
+        let sources: Vec<&str> = call.exprs().iter().map(|e| e.source.as_str()).collect();
+        assert_eq!(sources, ["patient.id", "slot"]);
+    }
+}

@@ -477,3 +477,25 @@ fn statuses_business_numbers_reserved_events_and_messages() {
         serde_json::from_value(stored).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back, policy);
 }
+
+#[test]
+fn a_duration_input_is_a_duration_in_expressions() {
+    let def = def(r#"
+name: waiting
+inputs:
+  wait: duration
+start: waiting
+states:
+  waiting:
+    timers:
+      - at: now + wait
+        goto: done
+  done: { final: completed }
+"#);
+    let first = started(&def, &json!({"wait": "2h"})).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(first.transition.timers.len(), 1);
+    assert_eq!(
+        first.transition.timers[0].due_at,
+        now() + Duration::hours(2)
+    );
+}
