@@ -174,6 +174,8 @@ fn refund_plans_the_amount_reason_and_insurance_part_in_fen() {
         ("'5.00'", "{'dental': 100}"),
         ("'5.00'", "{'pooled_fund': true}"),
         ("'5.00'", "'1.00'"),
+        ("'5.00'", "{'pooled_fund': 1.5}"),
+        ("3.0 / 2.0", "null"),
     ] {
         let source = PAY
             .replace("amount: \"'5.00'\"", &format!("amount: \"{amount}\""))
