@@ -185,10 +185,16 @@ fn refund_plans_the_amount_reason_and_insurance_part_in_fen() {
             );
         let def = self::def(&source);
         let refused = step(&def, &view, &Event::Cancel { reason: None }, now());
-        assert!(
-            matches!(refused, Err(Error::Expression(_))),
-            "{amount} {insurance}: {refused:?}"
-        );
+        let Err(Error::Expression(message)) = refused else {
+            panic!("{amount} {insurance}: {refused:?}");
+        };
+        // A fraction of a fen is named as what it is, not read as nothing.
+        if amount.contains('/') || insurance.contains("1.5") {
+            assert!(
+                message.contains("a money value or yuan text"),
+                "{amount} {insurance}: {message}"
+            );
+        }
     }
     // No insurance part: none.
     let source = PAY.replace(
