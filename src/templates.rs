@@ -274,4 +274,60 @@ mod tests {
         let rendered = templates.render("bill", &serde_json::json!({"amount": 1550}));
         assert_eq!(rendered.map(|r| r.title).ok(), Some("¥15.50".to_owned()));
     }
+
+    #[test]
+    fn a_message_carries_each_channels_form() {
+        let dir = std::env::temp_dir().join(format!("o2flow-forms-{}", std::process::id()));
+        let message = dir.join("visit_called");
+        std::fs::create_dir_all(&message).unwrap_or_else(|e| panic!("{e}"));
+        let write = |name: &str, text: &str| {
+            std::fs::write(message.join(name), text).unwrap_or_else(|e| panic!("{e}"));
+        };
+        write("title.txt.tera", "请就诊 / Your turn");
+        write("body.txt.tera", "{{ party.name }}: room {{ input.room }}");
+        write(
+            "wechat.json.tera",
+            r#"{"template_id": "TPL-1", "data": {"thing1": "{{ input.room }}", "time2": "09:30"}, "url": "{{ public_url }}/q"}"#,
+        );
+        write("subject.txt.tera", "Room {{ input.room }}");
+        write("body.html.tera", "<p>Room <b>{{ input.room }}</b></p>");
+        let context = serde_json::json!({"party": {"name": "张三"}, "input": {"room": "3"}, "public_url": "https://o2.example"});
+        let templates = Templates::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let rendered = templates
+            .render("visit_called", &context)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rendered.title, "请就诊 / Your turn");
+        assert_eq!(rendered.body, "张三: room 3");
+        let wechat = rendered.wechat.unwrap_or_else(|| panic!("no WeChat form"));
+        assert_eq!(wechat.template_id, "TPL-1");
+        assert_eq!(wechat.data.get("thing1").map(String::as_str), Some("3"));
+        assert_eq!(wechat.url.as_deref(), Some("https://o2.example/q"));
+        assert_eq!(rendered.email.subject, "Room 3");
+        assert_eq!(rendered.email.text, "张三: room 3");
+        assert_eq!(rendered.email.html.as_deref(), Some("<p>Room <b>3</b></p>"));
+        // A WeChat form that is not a template message fails to render,
+        // naming the file; without the optional files, only title and body.
+        write("wechat.json.tera", r#"{"template": "TPL-1"}"#);
+        let templates = Templates::load(&dir).unwrap_or_else(|e| panic!("{e}"));
+        let error = templates
+            .render("visit_called", &context)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("wechat.json.tera")),
+            "{error:?}"
+        );
+        for part in ["wechat.json.tera", "subject.txt.tera", "body.html.tera"] {
+            std::fs::remove_file(message.join(part)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let plain = Templates::load(&dir)
+            .and_then(|t| t.render("visit_called", &context))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(plain.wechat, None);
+        assert_eq!(plain.email.subject, "请就诊 / Your turn");
+        assert_eq!(plain.email.html, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
