@@ -260,3 +260,92 @@ impl WorkflowDef {
         edges
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dsl::{validate, Catalog};
+
+    const FLOW: &str = r#"
+name: edges
+inputs:
+  patient: party
+  fee: money
+data:
+  n: { type: integer, default: 0 }
+start: open
+states:
+  open:
+    enter:
+      - set: { n: data.n + 1 }
+      - send: { to: patient, template: note }
+      - start: { workflow: other, input: { who: patient.id } }
+      - pay: { key: reg, amount: fee, description: "'挂号'", payer: patient }
+    on:
+      payment.succeeded:
+        - when: data.n > 1
+          goto: paid
+        - goto: open
+      cancel: { refuse: "'being paid'" }
+    timers:
+      - after: 1h
+        goto: closed
+  paid:
+    enter:
+      - refund: { payment: reg, amount: "'1.00'", reason: "'退'" }
+    on:
+      refund.succeeded: closed
+      cancel: { refuse: "'being refunded'" }
+  closed: { final: cancelled }
+"#;
+
+    #[test]
+    fn a_definition_knows_its_edges_what_each_state_handles_and_what_its_actions_read() {
+        let (def, diagnostics) = validate("edges.yaml", FLOW, &Catalog::with_templates(["note"]));
+        assert_eq!(diagnostics, vec![]);
+        let def = def.unwrap_or_else(|| panic!("no definition"));
+        let mut edges: Vec<(String, String, String)> = def
+            .edges()
+            .into_iter()
+            .map(|(from, label, to)| (from.to_owned(), label, to.to_owned()))
+            .collect();
+        edges.sort();
+        let expected: Vec<(String, String, String)> = [
+            ("open", "after 1h", "closed"),
+            ("open", "payment.succeeded", "open"),
+            ("open", "payment.succeeded [data.n > 1]", "paid"),
+            ("paid", "refund.succeeded", "closed"),
+        ]
+        .iter()
+        .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+        .collect();
+        assert_eq!(edges, expected);
+        assert!(def.handles("open", "payment.succeeded"));
+        assert!(!def.handles("open", "refund.succeeded"));
+        assert!(
+            def.handles("paid", "cancel"),
+            "cancel reaches every active state"
+        );
+        assert!(!def.handles("closed", "cancel"));
+        assert!(!def.handles("nowhere", "cancel"));
+        let reads = |state: &str| -> Vec<Vec<String>> {
+            def.states[state]
+                .enter
+                .iter()
+                .map(|a| a.exprs().iter().map(|e| e.source.clone()).collect())
+                .collect()
+        };
+        assert_eq!(
+            reads("open"),
+            vec![
+                vec!["data.n + 1".to_owned()],
+                vec![],
+                vec!["patient.id".to_owned()],
+                vec!["fee".to_owned(), "'挂号'".to_owned()],
+            ]
+        );
+        assert_eq!(
+            reads("paid"),
+            vec![vec!["'1.00'".to_owned(), "'退'".to_owned()]]
+        );
+    }
+}

@@ -413,6 +413,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fields_an_expression_reads_are_found_inside_calls_and_lists() {
+        let expr = Expr::compile(
+            "event.payload.room + string(event.payload.floor) + [data.ward, event.payload.wing][0] + size(data.beds.list)",
+        )
+        .unwrap_or_else(|e| panic!("{}", e.message));
+        let payload: Vec<String> = expr.payload_fields().into_iter().collect();
+        assert_eq!(payload, ["floor", "room", "wing"]);
+        let data: Vec<String> = expr.data_fields().into_iter().collect();
+        assert_eq!(data, ["beds", "ward"]);
+        let method = Expr::compile("event.payload.note.startsWith('x')")
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(
+            method.payload_fields().into_iter().collect::<Vec<_>>(),
+            ["note"]
+        );
+        assert!(format!("{method:?}").contains("event.payload.note.startsWith('x')"));
+    }
+
+    #[test]
     fn evaluates_guards_and_values() {
         let guard = Expr::compile("count > 1 && data.paid").ok();
         assert_eq!(guard.map(|g| g.eval_bool(&scope())), Some(Ok(true)));
