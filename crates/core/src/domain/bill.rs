@@ -609,4 +609,35 @@ mod tests {
             prop_assert!(checked.is_ok(), "{:?}", checked);
         }
     }
+
+    #[test]
+    fn the_boundaries_of_a_bill() {
+        // A free line item, a free adjustment and a quantity above one are fine.
+        let mut free = bill(&[0, 1000], None, &[0], &[0]);
+        free.items[1].quantity = 2;
+        assert_eq!(
+            free.check().map(|c| c.wechat_pay_cash),
+            Ok(2000),
+            "a unit price times two"
+        );
+        // Insured by the personal account or by other funds alone: still mixed.
+        for split in [(0, 100, 0, 900), (0, 0, 100, 900)] {
+            let checked = bill(&[1000], Some(split), &[], &[]).check();
+            assert_eq!(
+                checked.map(|c| c.mix_pay_type),
+                Ok(MixPayType::CashAndInsurance),
+                "{split:?}"
+            );
+        }
+        // An ID number is 17 digits and then a digit or X, checked before its check digit.
+        assert!(id_number_digest("11010519491231002X").is_ok());
+        for wrong in [
+            "11010519491231002Y",
+            "1101051949123100A2",
+            "1101051949123100X",
+        ] {
+            let error = id_number_digest(wrong).err().unwrap_or_default();
+            assert!(error.contains("must be 18 characters"), "{wrong}: {error}");
+        }
+    }
 }
