@@ -85,7 +85,10 @@ impl Store {
         }
         if let Some(message_id) = extras.consume {
             let taken = correlated_events::Entity::update_many()
-                .col_expr(correlated_events::Column::Status, Expr::value("delivered"))
+                .col_expr(
+                    correlated_events::Column::Status,
+                    Expr::value(super::KeptEventStatus::Delivered.as_str()),
+                )
                 .col_expr(
                     correlated_events::Column::DeliveredAtMs,
                     Expr::value(ms(now)),
@@ -96,7 +99,9 @@ impl Store {
                 )
                 .filter(correlated_events::Column::TenantId.eq(&current.tenant_id))
                 .filter(correlated_events::Column::MessageId.eq(message_id))
-                .filter(correlated_events::Column::Status.eq("pending"))
+                .filter(
+                    correlated_events::Column::Status.eq(super::KeptEventStatus::Pending.as_str()),
+                )
                 .exec(&txn)
                 .await?;
             if taken.rows_affected != 1 {

@@ -29,7 +29,7 @@ pub use endpoints::*;
 pub use payments::*;
 pub use reads::{PaymentWithRefunds, Reads};
 pub use rows::*;
-pub use states::{OutboxStatus, PaymentState, RefundStatus};
+pub use states::{KeptEventStatus, OutboxStatus, PaymentState, RefundStatus};
 pub use templates::*;
 
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr};

@@ -76,6 +76,14 @@ stored_enum!(
 );
 
 stored_enum!(
+    /// Where a correlated event is: kept until an instance takes it, or delivered.
+    KeptEventStatus {
+        Pending => "pending",
+        Delivered => "delivered",
+    }
+);
+
+stored_enum!(
     /// Where an outbox row is.
     OutboxStatus {
         Pending => "pending",
@@ -122,6 +130,9 @@ mod tests {
         }
         for status in OutboxStatus::ALL {
             assert_eq!(OutboxStatus::parse(status.as_str()).ok(), Some(*status));
+        }
+        for status in KeptEventStatus::ALL {
+            assert_eq!(KeptEventStatus::parse(status.as_str()).ok(), Some(*status));
         }
         let error = PaymentState::parse("paid").err().map(|e| e.to_string());
         assert_eq!(
