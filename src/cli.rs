@@ -468,11 +468,7 @@ async fn set_endpoint(
     secret: Option<&str>,
     database: &DatabaseArgs,
 ) -> anyhow::Result<i32> {
-    let valid_name = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if !valid_name {
+    if !crate::dsl::is_identifier(name) {
         eprintln!("error: `{name}` is not an endpoint name: lower-case letters, digits and `_`, such as his");
         return Ok(1);
     }

@@ -12,6 +12,7 @@
 pub mod app;
 pub mod channels;
 pub mod cli;
+pub mod endpoints;
 pub mod http;
 pub mod payments;
 pub mod runtime;

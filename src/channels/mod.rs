@@ -78,12 +78,16 @@ pub struct Channels {
 impl Channels {
     /// Every channel, configured: the inbox, and the webhook (each
     /// tenant's or branch's `webhook` endpoint, else `--webhook-url`).
-    pub fn new(store: Store, webhook: Option<webhook::WebhookConfig>) -> Channels {
+    pub fn new(
+        store: Store,
+        http: reqwest::Client,
+        webhook: Option<webhook::WebhookConfig>,
+    ) -> Channels {
         let mut by_name: HashMap<Channel, Box<dyn Deliver>> = HashMap::new();
         by_name.insert(Channel::Inbox, Box::new(inbox::Inbox));
         by_name.insert(
             Channel::Webhook,
-            Box::new(webhook::Webhook::new(store, webhook)),
+            Box::new(webhook::Webhook::new(store, http, webhook)),
         );
         Channels { by_name }
     }

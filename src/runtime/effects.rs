@@ -81,6 +81,15 @@ pub enum Failure {
     Permanent(String),
 }
 
+impl From<crate::channels::DeliveryError> for Failure {
+    fn from(error: crate::channels::DeliveryError) -> Failure {
+        match error {
+            crate::channels::DeliveryError::Transient(m) => Failure::Transient(m),
+            crate::channels::DeliveryError::Permanent(m) => Failure::Permanent(m),
+        }
+    }
+}
+
 impl Failure {
     pub fn message(&self) -> &str {
         match self {

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 pub use crate::channels::webhook::WebhookConfig;
-use crate::channels::{Channels, Delivered, DeliveryError, Outgoing};
+use crate::channels::{Channels, Delivered, Outgoing};
 use crate::dsl::{self, Catalog, Diagnostic, WorkflowDef};
 use crate::engine::{self, Event, SendEffect};
 use crate::store::{
@@ -252,7 +252,8 @@ pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(30);
 
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
-        let channels = Channels::new(options.store.clone(), options.webhook);
+        let http = reqwest::Client::new();
+        let channels = Channels::new(options.store.clone(), http.clone(), options.webhook);
         Runtime {
             store: options.store,
             clock: options.clock,
@@ -265,7 +266,7 @@ impl Runtime {
             wake: Notify::new(),
             wake_payments: Notify::new(),
             advancing: tokio::sync::Mutex::new(()),
-            http: reqwest::Client::new(),
+            http,
             channels,
             lease: options.lease,
             keep_for: RwLock::new(HashMap::new()),
@@ -276,8 +277,8 @@ impl Runtime {
         }
     }
 
-    /// The HTTP client of outgoing calls (`call` steps): one pool of
-    /// connections for the process.
+    /// The HTTP client of requests to endpoints (`call` steps and the
+    /// webhook channel): one pool of connections for the process.
     pub fn http_client(&self) -> &reqwest::Client {
         &self.http
     }
@@ -1441,8 +1442,7 @@ impl Runtime {
             };
             let outcome = match delivered {
                 Ok(delivered) => self.record_delivery(row, delivered).await,
-                Err(DeliveryError::Transient(m)) => Err(Failure::Transient(m)),
-                Err(DeliveryError::Permanent(m)) => Err(Failure::Permanent(m)),
+                Err(error) => Err(error.into()),
             };
             match outcome {
                 Ok(()) => return Ok(()),

@@ -8,85 +8,37 @@
 //! status, an answer without the named fields, or an endpoint not
 //! configured fails for good (`action.failed`, else an incident).
 
-use std::time::Duration;
-
 use serde_json::json;
 
-use crate::channels::webhook::signature;
 use crate::engine::{self, CallEffect, Event};
-use crate::payments::merchant::secret;
 use crate::runtime::{Execute, Failure, Runtime};
 use crate::store::{self, OutboxRow};
-
-/// How long one call may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Execute for CallEffect {
     async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
         let store = runtime.store();
         let transient = |e: store::Error| Failure::Transient(e.to_string());
-        let instance = store
-            .instance(&row.tenant_id, &row.instance_id)
-            .await
-            .map_err(transient)?
-            .ok_or_else(|| Failure::Permanent("the instance is gone".into()))?;
-        let endpoint = store
-            .endpoint(&row.tenant_id, &instance.branch_id, &self.endpoint)
-            .await
-            .map_err(transient)?
-            .ok_or_else(|| {
-                Failure::Permanent(format!(
-                    "no endpoint `{}` is configured for tenant `{}` (o2flow endpoints set {} https://… --tenant {})",
-                    self.endpoint, row.tenant_id, self.endpoint, row.tenant_id
-                ))
-            })?;
-        let key = match &endpoint.secret_ref {
-            Some(reference) => Some(
-                secret("the endpoint's secret", reference)
-                    .map_err(|e| Failure::Permanent(e.to_string()))?,
-            ),
-            None => None,
-        };
-        let url = format!(
-            "{}{}",
-            endpoint.url.trim_end_matches('/'),
-            self.path.as_deref().unwrap_or_default()
-        );
+        let target =
+            crate::endpoints::resolve(store, &row.tenant_id, &row.instance_id, &self.endpoint)
+                .await?
+                .ok_or_else(|| {
+                    Failure::Permanent(format!(
+                        "no endpoint `{}` is configured for tenant `{}` (o2flow endpoints set {} https://… --tenant {})",
+                        self.endpoint, row.tenant_id, self.endpoint, row.tenant_id
+                    ))
+                })?;
         let body = serde_json::to_vec(&self.body)
             .map_err(|e| Failure::Permanent(format!("encoding the body: {e}")))?;
-        let mut request = runtime
-            .http_client()
-            .post(&url)
-            .timeout(TIMEOUT)
-            .header("content-type", "application/json")
-            .header("idempotency-key", &row.effect_key)
-            .header("x-o2flow-instance", &row.instance_id);
-        if let Some(key) = &key {
-            request = request.header("x-o2flow-signature", signature(key, &body));
-        }
-        let response = request
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| Failure::Transient(format!("endpoint `{}`: {e}", self.endpoint)))?;
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        match status {
-            200..=299 => {}
-            408 | 429 | 500..=599 => {
-                return Err(Failure::Transient(format!(
-                    "endpoint `{}` answered {status}",
-                    self.endpoint
-                )))
-            }
-            _ => {
-                return Err(Failure::Permanent(format!(
-                    "endpoint `{}` answered {status}: {}",
-                    self.endpoint,
-                    text.chars().take(200).collect::<String>()
-                )))
-            }
-        }
+        let (status, text) = crate::endpoints::post(
+            runtime.http_client(),
+            &target,
+            self.path.as_deref().unwrap_or_default(),
+            &row.effect_key,
+            Some(&row.instance_id),
+            body,
+            &format!("endpoint `{}`", self.endpoint),
+        )
+        .await?;
         let answer: serde_json::Value = if text.trim().is_empty() {
             serde_json::Value::Null
         } else {

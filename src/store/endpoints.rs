@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Statement};
 
 use super::entities::endpoints;
 use super::{ms, Result, Store};
@@ -50,25 +50,29 @@ impl Store {
         Ok(())
     }
 
-    /// Endpoint `name` as an instance of `branch_id` sees it: the branch's
-    /// own, else the tenant's.
+    /// Endpoint `name` as instance `instance_id` sees it: its branch's
+    /// own, else its tenant's; one query.
     ///
     /// # Errors
     /// A database error.
-    pub async fn endpoint(
+    pub async fn endpoint_for_instance(
         &self,
         tenant_id: &str,
-        branch_id: &str,
+        instance_id: &str,
         name: &str,
     ) -> Result<Option<EndpointRow>> {
-        let rows = endpoints::Entity::find()
-            .filter(endpoints::Column::TenantId.eq(tenant_id))
-            .filter(endpoints::Column::Name.eq(name))
-            .filter(endpoints::Column::BranchId.is_in([branch_id, ""]))
-            .order_by_desc(endpoints::Column::BranchId)
-            .all(&self.db)
-            .await?;
-        Ok(rows.into_iter().next())
+        let sql = "SELECT e.* FROM endpoints e JOIN instances i ON i.tenant_id = e.tenant_id \
+                   WHERE i.id = $1 AND e.tenant_id = $2 AND e.name = $3 \
+                   AND e.branch_id IN (i.branch_id, '') ORDER BY e.branch_id DESC LIMIT 1";
+        let values = [
+            instance_id.to_owned().into(),
+            tenant_id.to_owned().into(),
+            name.to_owned().into(),
+        ];
+        Ok(endpoints::Entity::find()
+            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
+            .one(&self.db)
+            .await?)
     }
 
     /// A tenant's endpoints.

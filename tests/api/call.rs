@@ -110,20 +110,26 @@ fn o2flow(args: &[&str], database_url: &str) -> std::process::Output {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn a_call_reaches_the_hospital_system_and_its_answer_lands_in_data(app: TestApp) {
-    let his = stand_in().await;
+/// Sets endpoint `name` of tenant acme through the CLI, its secret in a
+/// new file; returns the file and its `file:` reference.
+fn set_endpoint(
+    app: &TestApp,
+    name: &str,
+    url: &str,
+    secret: &str,
+) -> (std::path::PathBuf, String) {
     let secret_file = std::env::temp_dir().join(format!(
-        "o2flow-his-{}.secret",
+        "o2flow-{name}-{}.secret",
         uuid::Uuid::new_v4().simple()
     ));
-    std::fs::write(&secret_file, "his-signing-secret\n").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&secret_file, secret).unwrap_or_else(|e| panic!("{e}"));
     let reference = format!("file:{}", secret_file.display());
     let set = o2flow(
         &[
             "endpoints",
             "set",
-            "his",
-            &his.address,
+            name,
+            url,
             "--tenant",
             "acme",
             "--secret",
@@ -132,6 +138,12 @@ async fn a_call_reaches_the_hospital_system_and_its_answer_lands_in_data(app: Te
         &app.database_url,
     );
     assert!(set.status.success(), "{set:?}");
+    (secret_file, reference)
+}
+
+async fn a_call_reaches_the_hospital_system_and_its_answer_lands_in_data(app: TestApp) {
+    let his = stand_in().await;
+    let (secret_file, _) = set_endpoint(&app, "his", &his.address, "his-signing-secret\n");
 
     let (status, body) = app.deploy(SLOT_HOLD).await;
     assert_eq!(status, 201, "{body}");
@@ -290,26 +302,12 @@ async fn the_webhook_channel_posts_to_the_tenants_webhook_endpoint(app: TestApp)
     );
     // The reference must resolve where it is set; the value stays out of the database.
     assert_eq!(set.status.code(), Some(1), "{set:?}");
-    let secret_file = std::env::temp_dir().join(format!(
-        "o2flow-webhook-{}.secret",
-        uuid::Uuid::new_v4().simple()
-    ));
-    std::fs::write(&secret_file, "webhook-secret").unwrap_or_else(|e| panic!("{e}"));
-    let reference = format!("file:{}", secret_file.display());
-    let set = o2flow(
-        &[
-            "endpoints",
-            "set",
-            "webhook",
-            &format!("{}/messages", his.address),
-            "--tenant",
-            "acme",
-            "--secret",
-            &reference,
-        ],
-        &app.database_url,
+    let (secret_file, reference) = set_endpoint(
+        &app,
+        "webhook",
+        &format!("{}/messages", his.address),
+        "webhook-secret",
     );
-    assert!(set.status.success(), "{set:?}");
     let listed = o2flow(
         &["endpoints", "list", "--tenant", "acme"],
         &app.database_url,

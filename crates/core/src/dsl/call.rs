@@ -49,14 +49,6 @@ impl super::ActionExprs for CallAction {
     }
 }
 
-/// Whether `text` is a name: lower-case letters, digits and `_`, starting with a letter.
-fn is_name(text: &str) -> bool {
-    text.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && text
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
 /// Checks a `call`; `path` points at the `call` key.
 pub(crate) fn check(
     checker: &mut Checker<'_>,
@@ -64,7 +56,7 @@ pub(crate) fn check(
     path: &YamlPath,
 ) -> Option<CallAction> {
     let mut ok = true;
-    if !is_name(&spec.endpoint) {
+    if !super::is_identifier(&spec.endpoint) {
         ok = false;
         checker.problem(
             "invalid_endpoint",

@@ -27,4 +27,6 @@ pub use model::{
     json_schema, ExprText, FieldSpec, Outcome, PayScene, PaySpec, RefundSpec, RetrySpec, SendSpec,
     StartSpec, ValueType, WorkflowFile,
 };
-pub use validate::{check_data_value, check_value, is_event_name, validate, Catalog};
+pub use validate::{
+    check_data_value, check_value, is_event_name, is_identifier, validate, Catalog,
+};

@@ -201,7 +201,9 @@ fn classify_serde_error(message: &str) -> (&'static str, Option<String>) {
     }
 }
 
-fn is_identifier(name: &str) -> bool {
+/// A name of a workflow, state or endpoint: lower-case letters, digits and
+/// `_`, starting with a letter.
+pub fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_lowercase())
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
