@@ -10,7 +10,8 @@
 
 use serde_json::json;
 
-use crate::engine::{self, CallEffect, Event};
+use crate::engine::actions::call::{pick_answer_fields, CallEffect};
+use crate::engine::{self, Event};
 use crate::runtime::{Execute, Failure, Runtime};
 use crate::store::{self, OutboxRow};
 
@@ -49,7 +50,7 @@ impl Execute for CallEffect {
                 ))
             })?
         };
-        let fields = engine::pick_answer_fields(&self.result, &answer)
+        let fields = pick_answer_fields(&self.result, &answer)
             .map_err(|e| Failure::Permanent(format!("endpoint `{}`: {e}", self.endpoint)))?;
         let event = Event::Named {
             event_type: engine::CALL_SUCCEEDED.into(),

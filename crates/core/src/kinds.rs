@@ -35,10 +35,33 @@ macro_rules! step_kinds {
             refund => Refund($crate::dsl::RefundSpec, $crate::dsl::RefundAction)
                 check $crate::dsl::validate::kind_refund, run $crate::engine::actions::pay::run_refund,
             "Refunds a payment of this instance, in full or in part; the flow receives `refund.succeeded`, `refund.failed` or `refund.abnormal`.";
-            call => Call($crate::dsl::CallSpec, $crate::dsl::CallAction)
+            call => Call($crate::dsl::call::CallSpec, $crate::dsl::call::CallAction)
                 check $crate::dsl::call::check, run $crate::engine::actions::call::run,
             "Calls the hospital's or hotel's own system (a named endpoint) with a signed JSON body; named fields of the answer are written into `data` and the flow receives `call.succeeded`.";
         }
+    };
+}
+
+/// Declares the files of the step kinds that have files of their own, in
+/// the layer named: `dsl` (`dsl/<kind>.rs`), `engine`
+/// (`engine/actions/<kind>.rs`) and `shell` (the application's
+/// `steps/<kind>.rs`). Each layer's `mod.rs` calls it, so a new kind's
+/// files are declared here, beside its registry lines, and nowhere else.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! step_kind_modules {
+    (dsl) => {
+        pub mod call;
+    };
+    (engine) => {
+        pub mod call;
+        pub mod pay;
+        pub mod send;
+        pub mod set;
+        pub mod start;
+    };
+    (shell) => {
+        pub mod call;
     };
 }
 
@@ -53,7 +76,7 @@ macro_rules! effect_kinds {
             notify_parent => NotifyParent($crate::engine::NotifyParentEffect),
             pay => Pay($crate::engine::PayEffect),
             refund => Refund($crate::engine::RefundEffect),
-            call => Call($crate::engine::CallEffect),
+            call => Call($crate::engine::actions::call::CallEffect),
         }
     };
 }

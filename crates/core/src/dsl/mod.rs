@@ -3,7 +3,6 @@
 //! graph. Does no IO and knows nothing of storage, HTTP or time: callers
 //! hand it the source text and a `Catalog` of the templates that exist.
 
-pub(crate) mod call;
 mod cron;
 mod def;
 mod diagnostic;
@@ -13,7 +12,9 @@ mod model;
 pub(crate) mod validate;
 pub mod yaml;
 
-pub use call::{CallAction, CallSpec};
+// The step kinds with files of their own (`crate::kinds`).
+crate::step_kind_modules!(dsl);
+
 pub use cron::CronSpec;
 pub use def::{
     Action, ActionExprs, Channel, Due, PayAction, RefundAction, ScheduleDef, SendAction, SetAction,

@@ -17,7 +17,6 @@ pub use crate::domain::events::{
     PAYMENT_FAILED, PAYMENT_SUCCEEDED, RAISED_EVENTS, REFUND_ABNORMAL, REFUND_FAILED,
     REFUND_SUCCEEDED, RESERVED_EVENT_NAMESPACES,
 };
-pub use actions::call::{pick_answer_fields, CallEffect};
 pub use error::{Error, InputProblem};
 pub use step::{normalize_input, normalize_payload, start, step, Started};
 

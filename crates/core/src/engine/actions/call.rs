@@ -20,7 +20,7 @@ use serde_json::json;
 
 use super::ActionContext;
 use crate::domain::RetryPolicy;
-use crate::dsl::CallAction;
+use crate::dsl::call::CallAction;
 use crate::engine::{Effect, EffectKind, Error, HistoryEntry};
 
 /// The effect: post `body` to the endpoint, once per key.

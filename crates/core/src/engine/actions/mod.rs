@@ -1,14 +1,11 @@
 //! The action kinds. Each kind is one file with one `run` function that
 //! reads the `ActionContext` and changes data or emits effects. Adding a
-//! kind (`pay`, `refund`, `issue_code`, `door_key`, `queue.join`, `start`)
-//! adds a file here and a variant in `dsl::Action`; the engine core in
-//! `step.rs` does not change.
+//! kind (`issue_code`, `door_key`, `queue.join`) adds a file here and its
+//! lines in the registry (`crate::kinds`); the engine core in `step.rs`
+//! does not change.
 
-pub mod call;
-pub(crate) mod pay;
-pub(crate) mod send;
-pub(crate) mod set;
-pub(crate) mod start;
+// One file per kind, declared in the registry (`crate::kinds`).
+crate::step_kind_modules!(engine);
 
 use chrono::{DateTime, Utc};
 
