@@ -109,7 +109,7 @@ impl Provider {
                 mchid: String::new(),
                 out_trade_no: payment.out_trade_no.clone(),
                 transaction_id: payment.transaction_id.clone(),
-                trade_state: if payment.state == "succeeded" {
+                trade_state: if payment.state == crate::store::PaymentState::Succeeded {
                     "SUCCESS"
                 } else {
                     "NOTPAY"

@@ -75,6 +75,54 @@ pub enum CallbackRefused {
     Internal(String),
 }
 
+/// Why a step of the payment work (opening an order, a check, a refund, a
+/// report to WeChat Pay) could not be done now. The sweep records it on
+/// the payment or refund and asks again later; an effect executor turns it
+/// into a `Failure` (`From`), retried when it may pass later.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    #[error(transparent)]
+    Store(#[from] store::Error),
+    #[error(transparent)]
+    Runtime(#[from] Error),
+    /// WeChat Pay failed or refused (`PayError::is_transient` tells which).
+    #[error(transparent)]
+    Provider(#[from] PayError),
+    /// The merchant's configuration cannot be used.
+    #[error(transparent)]
+    Merchant(#[from] crate::payments::MerchantError),
+    /// The merchant that took a payment is gone.
+    #[error("merchant {0} is gone")]
+    UnknownMerchant(i64),
+    /// A payment a refund or notification names is not (or no longer) here.
+    #[error("payment {0} is not here")]
+    UnknownPayment(String),
+    /// What WeChat Pay says does not match our order.
+    #[error("{0}")]
+    Mismatch(String),
+    /// A field a payload must carry is missing or not text.
+    #[error("`{0}` is missing or not text")]
+    Missing(String),
+    /// A value we stored (a refund's 医保 part, a message) cannot be read or written.
+    #[error("{0}")]
+    Encoding(#[from] serde_json::Error),
+}
+
+impl From<PaymentError> for Failure {
+    fn from(error: PaymentError) -> Failure {
+        let transient = match &error {
+            PaymentError::Store(_) | PaymentError::Runtime(Error::Store(_)) => true,
+            PaymentError::Provider(error) => error.is_transient(),
+            _ => false,
+        };
+        if transient {
+            Failure::Transient(error.to_string())
+        } else {
+            Failure::Permanent(error.to_string())
+        }
+    }
+}
+
 /// What the pay page shows.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PayView {
@@ -82,7 +130,7 @@ pub struct PayView {
     pub description: String,
     pub amount: i64,
     pub amount_yuan: String,
-    pub state: String,
+    pub state: PaymentState,
     pub scene: String,
     pub sandbox: bool,
     pub expires_at: String,
@@ -110,7 +158,7 @@ pub enum PageError {
     #[error("this link is not valid or has expired")]
     BadLink,
     #[error("the payment is {0}: it can no longer be paid here")]
-    NotPayable(String),
+    NotPayable(PaymentState),
     #[error("this payment is taken by WeChat Pay, not the sandbox")]
     NotSandbox,
     /// The link is good, and its order is being opened: the page waits.
@@ -127,11 +175,11 @@ fn shanghai(at: DateTime<Utc>) -> String {
 
 /// A text field of a JSON payload (WeChat Pay's, or an owed event's): a
 /// missing one is an error naming it, never read as "".
-fn text_field<'a>(value: &'a serde_json::Value, name: &str) -> Result<&'a str, String> {
+fn text_field<'a>(value: &'a serde_json::Value, name: &str) -> Result<&'a str, PaymentError> {
     value
         .get(name)
         .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| format!("`{name}` is missing or not text"))
+        .ok_or_else(|| PaymentError::Missing(name.to_owned()))
 }
 
 fn store_failure(error: store::Error) -> Failure {
@@ -209,7 +257,7 @@ impl Runtime {
     }
 
     /// The WeChat Pay client of a stored merchant, built once per version of its row.
-    async fn client_of(&self, row: &store::MerchantRow) -> Result<Arc<PayClient>, String> {
+    async fn client_of(&self, row: &store::MerchantRow) -> Result<Arc<PayClient>, PaymentError> {
         if let Some((_, client)) = self
             .payments
             .clients
@@ -220,7 +268,7 @@ impl Runtime {
         {
             return Ok(client);
         }
-        let config = load_merchant(row, &self.public_url).map_err(|e| e.to_string())?;
+        let config = load_merchant(row, &self.public_url)?;
         let client = Arc::new(PayClient::new(Arc::new(config), self.clock.clone()));
         if row.platform_certificates {
             // A download that fails now (WeChat Pay unreachable) is not the
@@ -254,7 +302,7 @@ impl Runtime {
             .map_err(store_failure)?
         {
             Some(row) => {
-                let client = self.client_of(&row).await.map_err(Failure::Permanent)?;
+                let client = self.client_of(&row).await?;
                 Ok(Provider::Wechat {
                     merchant_id: row.id,
                     client,
@@ -273,16 +321,15 @@ impl Runtime {
     }
 
     /// The provider that took a payment.
-    async fn provider_of(&self, payment: &PaymentRow) -> Result<Provider, String> {
+    async fn provider_of(&self, payment: &PaymentRow) -> Result<Provider, PaymentError> {
         let Some(id) = payment.merchant_id else {
             return Ok(Provider::Sandbox);
         };
         let row = self
             .store
             .merchant(id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("merchant {id} is gone"))?;
+            .await?
+            .ok_or(PaymentError::UnknownMerchant(id))?;
         Ok(Provider::Wechat {
             merchant_id: id,
             client: self.client_of(&row).await?,
@@ -388,7 +435,7 @@ impl Runtime {
             .await
             .map_err(store_failure)?;
         let mut detail = json!({"effect": "pay", "key": row.effect_key, "payment": payment.out_trade_no, "provider": if provider.merchant_id().is_some() { "wechat" } else { "sandbox" }});
-        if payment.payment_state().map_err(store_failure)? == PaymentState::Creating {
+        if payment.state == PaymentState::Creating {
             let time_expire = shanghai(store::from_ms(payment.expires_at_ms));
             match provider.open(&payment, &time_expire).await {
                 Ok(opened) => {
@@ -454,7 +501,7 @@ impl Runtime {
             .iter()
             .rev()
             .filter(named)
-            .find(|p| p.state == PaymentState::Succeeded.as_str())
+            .find(|p| p.state == PaymentState::Succeeded)
             .or_else(|| payments.iter().rev().find(named))
             .ok_or_else(|| {
                 Failure::Permanent(match &refund.payment {
@@ -462,7 +509,7 @@ impl Runtime {
                     None => "this instance has no paid payment to refund".into(),
                 })
             })?;
-        if payment.payment_state().map_err(store_failure)? != PaymentState::Succeeded {
+        if payment.state != PaymentState::Succeeded {
             return Err(Failure::Permanent(format!(
                 "payment {} is {}, not paid: nothing to refund",
                 payment.out_trade_no, payment.state
@@ -526,10 +573,10 @@ impl Runtime {
                 }
             },
         };
-        if recorded.refund_status().map_err(store_failure)? == RefundStatus::Pending {
+        if recorded.status == RefundStatus::Pending {
             self.send_refund(&recorded)
                 .await
-                .map_err(Failure::Transient)?;
+                .map_err(|e| Failure::Transient(e.to_string()))?;
         }
         self.store
             .outbox_done(row, &json!({"effect": "refund", "key": row.effect_key, "refund": recorded.out_refund_no, "payment": recorded.out_trade_no, "amount": recorded.amount_fen}), now)
@@ -543,9 +590,7 @@ impl Runtime {
     pub(super) async fn deliver_owed(&self, row: &OutboxRow) -> Result<(), Failure> {
         let owed: serde_json::Value =
             serde_json::from_str(&row.payload).map_err(|e| Failure::Permanent(e.to_string()))?;
-        let event_type = text_field(&owed, "event_type")
-            .map_err(Failure::Permanent)?
-            .to_owned();
+        let event_type = text_field(&owed, "event_type")?.to_owned();
         let payload = owed["payload"].clone();
         let event = Event::Named {
             event_type: event_type.clone(),
@@ -565,7 +610,7 @@ impl Runtime {
             )) => {
                 // Early: the flow may still get to a state that takes the
                 // payment (while the order could still be paid). Try again soon.
-                let no = text_field(&payload, "payment").map_err(Failure::Permanent)?;
+                let no = text_field(&payload, "payment")?;
                 let payment = self.store.payment(no).await.map_err(store_failure)?;
                 let now = self.now();
                 if let Some(payment) = payment.filter(|_| event_type == PAYMENT_SUCCEEDED) {
@@ -591,12 +636,12 @@ impl Runtime {
         };
         let mut detail = json!({"effect": "deliver_event", "key": row.effect_key, "event": event_type, "delivered": delivered});
         if !delivered && event_type == PAYMENT_SUCCEEDED {
-            let no = text_field(&payload, "payment").map_err(Failure::Permanent)?;
+            let no = text_field(&payload, "payment")?;
             if let Some(payment) = self.store.payment(no).await.map_err(store_failure)? {
                 let refund = self
                     .refund_late(&payment)
                     .await
-                    .map_err(Failure::Transient)?;
+                    .map_err(|e| Failure::Transient(e.to_string()))?;
                 detail["late_refund"] = json!(refund);
             }
         }
@@ -607,7 +652,7 @@ impl Runtime {
     }
 
     /// Refunds a payment the flow no longer wanted, in full; returns the refund number.
-    async fn refund_late(&self, payment: &PaymentRow) -> Result<Option<String>, String> {
+    async fn refund_late(&self, payment: &PaymentRow) -> Result<Option<String>, PaymentError> {
         tracing::warn!(instance.id = %payment.instance_id, payment = %payment.out_trade_no, "payment {} arrived after the flow moved on: refunding it", payment.out_trade_no);
         // The payer hears of it (and the pay page says so): a message
         // through the flow's channels, sent once with the change.
@@ -634,11 +679,10 @@ impl Runtime {
             }),
             retry: None,
         };
-        let notice = serde_json::to_value(&notice).map_err(|e| e.to_string())?;
+        let notice = serde_json::to_value(&notice)?;
         self.store
             .payment_late(payment, &notice, self.now())
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if payment.mix_trade_no.is_some() {
             // o2flow can give back the self-paid part; the insured part goes
             // back only through the hospital and the insurance bureau.
@@ -652,7 +696,7 @@ impl Runtime {
                     self.now(),
                 )
                 .await
-                .map_err(|e| e.to_string())?;
+                ?;
         }
         self.refund_automatically(
             payment,
@@ -668,7 +712,7 @@ impl Runtime {
         payment: &PaymentRow,
         why: &str,
         reason: &str,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, PaymentError> {
         let now = self.now();
         let key = format!("{why}:{}", payment.out_trade_no);
         let amount = payment.amount_fen - payment.refunded_fen;
@@ -689,11 +733,10 @@ impl Runtime {
                 },
                 now,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         match recorded {
             Ok(refund) => {
-                if refund.refund_status().map_err(|e| e.to_string())? == RefundStatus::Pending {
+                if refund.status == RefundStatus::Pending {
                     self.send_refund(&refund).await?;
                 }
                 Ok(Some(refund.out_refund_no))
@@ -704,7 +747,7 @@ impl Runtime {
 
     /// Asks the provider for a recorded refund (the same `out_refund_no` on
     /// every try). A transient failure leaves it for the sweep.
-    async fn send_refund(&self, refund: &RefundRow) -> Result<(), String> {
+    async fn send_refund(&self, refund: &RefundRow) -> Result<(), PaymentError> {
         let now = self.now();
         let (payment, provider) = self.payment_of_refund(refund).await?;
         if refund.amount_fen == 0 {
@@ -713,10 +756,7 @@ impl Runtime {
                 .report_insurance_refund(&provider, &payment, refund)
                 .await?
             {
-                true => self
-                    .refund_result(refund, "SUCCESS", None)
-                    .await
-                    .map_err(|e| e.to_string()),
+                true => Ok(self.refund_result(refund, "SUCCESS", None).await?),
                 false => Ok(()),
             };
         }
@@ -730,8 +770,7 @@ impl Runtime {
         match provider.refund(&request).await {
             Ok(answer) => {
                 self.refund_result(refund, &answer.status, answer.refund_id.as_deref())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 if answer.status != "CLOSED" {
                     self.report_insurance_refund(&provider, &payment, refund)
                         .await?;
@@ -740,16 +779,19 @@ impl Runtime {
             }
             Err(error) if error.is_transient() => {
                 self.store
-                    .refund_check_later(&refund.out_refund_no, now + RETRY_QUERY_AFTER, Some(&error.to_string()), now)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .refund_check_later(
+                        &refund.out_refund_no,
+                        now + RETRY_QUERY_AFTER,
+                        Some(&error.to_string()),
+                        now,
+                    )
+                    .await?;
                 Ok(())
             }
-            Err(error) => self
-                .refund_result(refund, "CLOSED", None)
-                .await
-                .map(|()| tracing::error!(refund = %refund.out_refund_no, "refund {} refused: {error}", refund.out_refund_no))
-                .map_err(|e| e.to_string()),
+            Err(error) => {
+                tracing::error!(refund = %refund.out_refund_no, "refund {} refused: {error}", refund.out_refund_no);
+                Ok(self.refund_result(refund, "CLOSED", None).await?)
+            }
         }
     }
 
@@ -762,7 +804,7 @@ impl Runtime {
         provider: &Provider,
         payment: &PaymentRow,
         refund: &RefundRow,
-    ) -> Result<bool, String> {
+    ) -> Result<bool, PaymentError> {
         let (Some(insurance), Some(mix), None) = (
             refund.insurance.as_deref(),
             payment.mix_trade_no.as_deref(),
@@ -773,7 +815,7 @@ impl Runtime {
         let Some(client) = provider.client() else {
             return Ok(true);
         };
-        let funds: InsuranceRefund = serde_json::from_str(insurance).map_err(|e| e.to_string())?;
+        let funds: InsuranceRefund = serde_json::from_str(insurance)?;
         let now = self.now();
         let report = MedInsRefund {
             out_refund_no: refund.out_refund_no.clone(),
@@ -786,8 +828,7 @@ impl Runtime {
             Ok(()) => {
                 self.store
                     .refund_insurance_notified(&refund.out_refund_no, now)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok(true)
             }
             Err(error) if error.is_transient() => {
@@ -798,8 +839,7 @@ impl Runtime {
                         Some(&error.to_string()),
                         now,
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok(false)
             }
             Err(error) => {
@@ -817,8 +857,7 @@ impl Runtime {
                         Some(&message),
                         now,
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 self.store
                     .open_incident_for(
                         &refund.tenant_id,
@@ -828,8 +867,7 @@ impl Runtime {
                         &message,
                         now,
                     )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
                 Ok(false)
             }
         }
@@ -839,19 +877,18 @@ impl Runtime {
     async fn payment_of_refund(
         &self,
         refund: &RefundRow,
-    ) -> Result<(PaymentRow, Provider), String> {
+    ) -> Result<(PaymentRow, Provider), PaymentError> {
         let payment = self
             .store
             .payment(&refund.out_trade_no)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("payment {} is gone", refund.out_trade_no))?;
+            .await?
+            .ok_or_else(|| PaymentError::UnknownPayment(refund.out_trade_no.clone()))?;
         let provider = self.provider_of(&payment).await?;
         Ok((payment, provider))
     }
 
     /// Reports the 医保 part of a refund whose self-paid part is done.
-    async fn report_insurance_of(&self, refund: &RefundRow) -> Result<(), String> {
+    async fn report_insurance_of(&self, refund: &RefundRow) -> Result<(), PaymentError> {
         let (payment, provider) = self.payment_of_refund(refund).await?;
         self.report_insurance_refund(&provider, &payment, refund)
             .await
@@ -890,7 +927,7 @@ impl Runtime {
             .payments_of(&instance.id)
             .await?
             .iter()
-            .filter(|p| p.state == PaymentState::Succeeded.as_str() && !p.late)
+            .filter(|p| p.state == PaymentState::Succeeded && !p.late)
             .map(|p| p.amount_fen - p.refunded_fen)
             .sum();
         if held > 0 {
@@ -934,7 +971,7 @@ impl Runtime {
         let Some(payment) = self.store.payment(&old.out_trade_no).await? else {
             return Ok(None);
         };
-        match old.refund_status()? {
+        match old.status {
             RefundStatus::Closed => {
                 let key = format!("reissue:{}:{incident}", old.out_refund_no);
                 let recorded = self
@@ -958,7 +995,7 @@ impl Runtime {
                     .await?;
                 match recorded {
                     Ok(refund) => {
-                        if refund.refund_status()? == RefundStatus::Pending {
+                        if refund.status == RefundStatus::Pending {
                             if let Err(error) = self.send_refund(&refund).await {
                                 tracing::warn!(refund = %refund.out_refund_no, "sending refund {} failed: {error}; the sweep tries again", refund.out_refund_no);
                             }
@@ -973,7 +1010,7 @@ impl Runtime {
                     Ok(provider) => provider
                         .query_refund(&old.out_refund_no)
                         .await
-                        .map_err(|e| e.to_string()),
+                        .map_err(PaymentError::from),
                     Err(error) => Err(error),
                 };
                 match answer {
@@ -1166,7 +1203,7 @@ impl Runtime {
                     .payment_check_later(
                         &payment.out_trade_no,
                         now + RETRY_QUERY_AFTER,
-                        Some(&error),
+                        Some(&error.to_string()),
                         now,
                     )
                     .await?;
@@ -1178,7 +1215,7 @@ impl Runtime {
             .await?
         {
             seen += 1;
-            let outcome = match refund.refund_status()? {
+            let outcome = match refund.status {
                 RefundStatus::Pending => self.send_refund(&refund).await,
                 RefundStatus::Processing => self.check_refund(&refund).await,
                 // Done, but its 医保 part not yet reported to WeChat Pay.
@@ -1189,7 +1226,7 @@ impl Runtime {
                     .refund_check_later(
                         &refund.out_refund_no,
                         now + RETRY_QUERY_AFTER,
-                        Some(&error),
+                        Some(&error.to_string()),
                         now,
                     )
                     .await?;
@@ -1202,44 +1239,40 @@ impl Runtime {
         Ok(seen)
     }
 
-    async fn check_refund(&self, refund: &RefundRow) -> Result<(), String> {
+    async fn check_refund(&self, refund: &RefundRow) -> Result<(), PaymentError> {
         let (payment, provider) = self.payment_of_refund(refund).await?;
         // Not reported yet: it is tried again on the refund's next check.
         self.report_insurance_refund(&provider, &payment, refund)
             .await?;
-        let answer = provider
-            .query_refund(&refund.out_refund_no)
-            .await
-            .map_err(|e| e.to_string())?;
+        let answer = provider.query_refund(&refund.out_refund_no).await?;
         if answer.status == "PROCESSING" {
             let now = self.now();
-            return self
+            return Ok(self
                 .store
                 .refund_check_later(&refund.out_refund_no, now + self.reconcile_every, None, now)
-                .await
-                .map_err(|e| e.to_string());
+                .await?);
         }
-        self.refund_result(refund, &answer.status, answer.refund_id.as_deref())
-            .await
-            .map_err(|e| e.to_string())
+        Ok(self
+            .refund_result(refund, &answer.status, answer.refund_id.as_deref())
+            .await?)
     }
 
     /// One pending payment due for a check: paid, closed elsewhere, failed,
     /// or unpaid (closed and expired when past its expiry).
-    async fn check_payment(&self, payment: &PaymentRow) -> Result<(), String> {
+    async fn check_payment(&self, payment: &PaymentRow) -> Result<(), PaymentError> {
         let now = self.now();
         let provider = self.provider_of(payment).await?;
         let expires_at = store::from_ms(payment.expires_at_ms);
         if let (Some(mix), Some(client)) = (payment.mix_trade_no.as_deref(), provider.client()) {
-            let answer = client.query_med_ins(mix).await.map_err(|e| e.to_string())?;
+            let answer = client.query_med_ins(mix).await?;
             return self.med_ins_checked(&provider, payment, &answer).await;
         }
         let answer = match provider.query(payment).await {
             Ok(answer) => answer,
             Err(PayError::Api { code, .. }) if code == "ORDER_NOT_EXIST" && now >= expires_at => {
-                return self.expire(payment).await.map_err(|e| e.to_string());
+                return Ok(self.expire(payment).await?);
             }
-            Err(error) => return Err(error.to_string()),
+            Err(error) => return Err(error.into()),
         };
         match answer.trade_state.as_str() {
             "SUCCESS" | "REFUND" => {
@@ -1248,10 +1281,9 @@ impl Runtime {
                     payment,
                     answer.transaction_id.as_deref().unwrap_or_default(),
                 )
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
             }
-            "CLOSED" | "REVOKED" => self.expire(payment).await.map_err(|e| e.to_string())?,
+            "CLOSED" | "REVOKED" => self.expire(payment).await?,
             "PAYERROR" => {
                 let reason = answer.trade_state_desc.as_deref().unwrap_or("PAYERROR");
                 self.payment_failed(payment, reason).await?;
@@ -1270,19 +1302,16 @@ impl Runtime {
         provider: &Provider,
         payment: &PaymentRow,
         answer: &MedInsStatus,
-    ) -> Result<(), String> {
+    ) -> Result<(), PaymentError> {
         if payment.mix_pay_status.as_deref() != Some(answer.mix_pay_status.as_str()) {
             self.store
                 .payment_mix_status(&payment.out_trade_no, &answer.mix_pay_status)
-                .await
-                .map_err(|e| e.to_string())?;
+                .await?;
         }
         match answer.mix_pay_status.as_str() {
             "MIX_PAY_SUCCESS" | "MIX_PAY_REFUND" => {
                 self.check_med_amount(payment, answer)?;
-                self.payment_paid(payment, &answer.mix_trade_no)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.payment_paid(payment, &answer.mix_trade_no).await?;
             }
             "MIX_PAY_FAIL" => {
                 let reason = answer
@@ -1296,7 +1325,7 @@ impl Runtime {
                     match provider.query(payment).await {
                         Ok(leg) => matches!(leg.trade_state.as_str(), "SUCCESS" | "REFUND"),
                         Err(PayError::Api { code, .. }) if code == "ORDER_NOT_EXIST" => false,
-                        Err(error) => return Err(error.to_string()),
+                        Err(error) => return Err(error.into()),
                     }
                 } else {
                     false
@@ -1321,37 +1350,38 @@ impl Runtime {
     /// once its instance is over (cancelled, the slot gone), the order is
     /// closed, so nobody pays for what no longer exists, and the flow gets
     /// `payment.expired`; before that, queried again later.
-    async fn still_unpaid(&self, provider: &Provider, payment: &PaymentRow) -> Result<(), String> {
+    async fn still_unpaid(
+        &self,
+        provider: &Provider,
+        payment: &PaymentRow,
+    ) -> Result<(), PaymentError> {
         let now = self.now();
         let expires_at = store::from_ms(payment.expires_at_ms);
         let instance_over = self
             .store
             .instance(&payment.tenant_id, &payment.instance_id)
-            .await
-            .map_err(|e| e.to_string())?
+            .await?
             .is_none_or(|i| i.status != crate::engine::Status::Active.as_str());
         if now < expires_at && !instance_over {
             let next = (now + self.reconcile_every).min(expires_at);
-            return self
+            return Ok(self
                 .store
                 .payment_check_later(&payment.out_trade_no, next, None, now)
-                .await
-                .map_err(|e| e.to_string());
+                .await?);
         }
         match provider.close(payment).await {
-            Ok(()) => self.expire(payment).await.map_err(|e| e.to_string()),
+            Ok(()) => Ok(self.expire(payment).await?),
             // Paid while we closed: the next check finds it paid.
-            Err(PayError::Api { code, .. }) if code == "ORDERPAID" => self
+            Err(PayError::Api { code, .. }) if code == "ORDERPAID" => Ok(self
                 .store
                 .payment_check_later(&payment.out_trade_no, now, None, now)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
+                .await?),
+            Err(error) => Err(error.into()),
         }
     }
 
     /// The provider says the payment failed: the flow gets `payment.failed`.
-    async fn payment_failed(&self, payment: &PaymentRow, reason: &str) -> Result<(), String> {
+    async fn payment_failed(&self, payment: &PaymentRow, reason: &str) -> Result<(), PaymentError> {
         let event = payment_event(PAYMENT_FAILED, payment, json!({"error": reason}));
         self.store
             .payment_moved(
@@ -1363,13 +1393,16 @@ impl Runtime {
                 Some(&event),
                 self.now(),
             )
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 
     /// A 医保 order's amounts against our bill.
-    fn check_med_amount(&self, payment: &PaymentRow, answer: &MedInsStatus) -> Result<(), String> {
+    fn check_med_amount(
+        &self,
+        payment: &PaymentRow,
+        answer: &MedInsStatus,
+    ) -> Result<(), PaymentError> {
         let bill = med_ins_bill(payment);
         let cash_ok = answer
             .wechat_pay_cash_fee
@@ -1381,13 +1414,13 @@ impl Runtime {
         if cash_ok && total_ok {
             Ok(())
         } else {
-            Err(format!(
+            Err(PaymentError::Mismatch(format!(
                 "WeChat Pay's 医保 order {} does not match payment {}: total {:?}, self-paid {:?}",
                 answer.mix_trade_no,
                 payment.out_trade_no,
                 answer.total_fee,
                 answer.wechat_pay_cash_fee
-            ))
+            )))
         }
     }
 
@@ -1407,15 +1440,15 @@ impl Runtime {
         Ok(())
     }
 
-    fn check_amount(&self, payment: &PaymentRow, answer: &Transaction) -> Result<(), String> {
+    fn check_amount(&self, payment: &PaymentRow, answer: &Transaction) -> Result<(), PaymentError> {
         let total = answer.amount.as_ref().and_then(|a| a.total);
         match total {
-            Some(total) if total != payment.amount_fen => Err(format!(
+            Some(total) if total != payment.amount_fen => Err(PaymentError::Mismatch(format!(
                 "WeChat Pay says {} was paid for {}, but the order is for {}",
                 Money::from_fen(total),
                 payment.out_trade_no,
                 Money::from_fen(payment.amount_fen)
-            )),
+            ))),
             _ => Ok(()),
         }
     }
@@ -1446,7 +1479,7 @@ impl Runtime {
         let client = self
             .client_of(&row)
             .await
-            .map_err(CallbackRefused::Internal)?;
+            .map_err(|e| CallbackRefused::Internal(e.to_string()))?;
         let config = client.config();
         let nonces = {
             let mut map = self
@@ -1476,18 +1509,21 @@ impl Runtime {
         let plain = config
             .api_v3_key
             .decrypt(
-                text_field(resource, "nonce").map_err(CallbackRefused::Malformed)?,
-                text_field(resource, "associated_data").map_err(CallbackRefused::Malformed)?,
-                text_field(resource, "ciphertext").map_err(CallbackRefused::Malformed)?,
+                text_field(resource, "nonce")
+                    .map_err(|e| CallbackRefused::Malformed(e.to_string()))?,
+                text_field(resource, "associated_data")
+                    .map_err(|e| CallbackRefused::Malformed(e.to_string()))?,
+                text_field(resource, "ciphertext")
+                    .map_err(|e| CallbackRefused::Malformed(e.to_string()))?,
             )
             .map_err(|e| CallbackRefused::Malformed(format!("cannot decrypt the resource: {e}")))?;
         let plain: serde_json::Value = serde_json::from_slice(&plain)
             .map_err(|e| CallbackRefused::Malformed(format!("resource is not JSON: {e}")))?;
         let event_type = text_field(&envelope, "event_type")
-            .map_err(CallbackRefused::Malformed)?
+            .map_err(|e| CallbackRefused::Malformed(e.to_string()))?
             .to_owned();
         let id = text_field(&envelope, "id")
-            .map_err(CallbackRefused::Malformed)?
+            .map_err(|e| CallbackRefused::Malformed(e.to_string()))?
             .to_owned();
         if id.is_empty() {
             return Err(CallbackRefused::Malformed(
@@ -1523,7 +1559,7 @@ impl Runtime {
                     CallbackRefused::Unknown(format!("no 医保 order {}", status.mix_trade_no))
                 })?;
             self.check_med_amount(&payment, &status)
-                .map_err(CallbackRefused::Malformed)?;
+                .map_err(|e| CallbackRefused::Malformed(e.to_string()))?;
             format!("{}:{}", status.mix_trade_no, status.mix_pay_status)
         } else if event_type.starts_with("TRANSACTION.") {
             let transaction: Transaction = serde_json::from_value(plain.clone())
@@ -1547,11 +1583,11 @@ impl Runtime {
                     CallbackRefused::Unknown(format!("no order {}", transaction.out_trade_no))
                 })?;
             self.check_amount(&payment, &transaction)
-                .map_err(CallbackRefused::Malformed)?;
+                .map_err(|e| CallbackRefused::Malformed(e.to_string()))?;
             format!("{}:{}", transaction.out_trade_no, transaction.trade_state)
         } else if event_type.starts_with("REFUND.") {
-            let out_refund_no =
-                text_field(&plain, "out_refund_no").map_err(CallbackRefused::Malformed)?;
+            let out_refund_no = text_field(&plain, "out_refund_no")
+                .map_err(|e| CallbackRefused::Malformed(e.to_string()))?;
             let refund = self
                 .store
                 .refund(out_refund_no)
@@ -1577,7 +1613,8 @@ impl Runtime {
             }
             format!(
                 "{out_refund_no}:{}",
-                text_field(&plain, "refund_status").map_err(CallbackRefused::Malformed)?
+                text_field(&plain, "refund_status")
+                    .map_err(|e| CallbackRefused::Malformed(e.to_string()))?
             )
         } else {
             return Err(CallbackRefused::Malformed(format!(
@@ -1597,45 +1634,46 @@ impl Runtime {
     /// # Errors
     /// A store error.
     pub async fn process_notification(&self, notification: &NotificationRow) -> Result<(), Error> {
-        let corrupt = |e: String| {
+        let corrupt = |e: &dyn std::fmt::Display| {
             Error::Store(store::Error::Corrupt(format!(
                 "notification {}: {e}",
                 notification.id
             )))
         };
         let plain: serde_json::Value =
-            serde_json::from_str(&notification.resource).map_err(|e| corrupt(e.to_string()))?;
+            serde_json::from_str(&notification.resource).map_err(|e| corrupt(&e))?;
         let outcome = if notification.event_type.starts_with("MEDICAL_INSURANCE.") {
-            let no = text_field(&plain, "out_trade_no").map_err(corrupt)?;
+            let no = text_field(&plain, "out_trade_no").map_err(|e| corrupt(&e))?;
             match (
                 self.store.payment(no).await?,
                 plain["mix_pay_status"].as_str(),
             ) {
                 (Some(payment), Some("MIX_PAY_SUCCESS")) => {
                     self.store.payment_mix_status(no, "MIX_PAY_SUCCESS").await?;
-                    let mix = text_field(&plain, "mix_trade_no").map_err(corrupt)?;
+                    let mix = text_field(&plain, "mix_trade_no").map_err(|e| corrupt(&e))?;
                     self.paid_outcome(&payment, mix).await?
                 }
                 _ => "ignored",
             }
         } else if notification.event_type.starts_with("TRANSACTION.") {
-            let no = text_field(&plain, "out_trade_no").map_err(corrupt)?;
+            let no = text_field(&plain, "out_trade_no").map_err(|e| corrupt(&e))?;
             match (self.store.payment(no).await?, plain["trade_state"].as_str()) {
                 // The self-paid leg of a 医保 order: alone it settles nothing.
                 (Some(payment), _) if payment.mix_trade_no.is_some() => {
                     "self-paid leg of a 医保 order: waits for MEDICAL_INSURANCE.SUCCESS"
                 }
                 (Some(payment), Some("SUCCESS")) => {
-                    let transaction_id = text_field(&plain, "transaction_id").map_err(corrupt)?;
+                    let transaction_id =
+                        text_field(&plain, "transaction_id").map_err(|e| corrupt(&e))?;
                     self.paid_outcome(&payment, transaction_id).await?
                 }
                 _ => "ignored",
             }
         } else {
-            let no = text_field(&plain, "out_refund_no").map_err(corrupt)?;
+            let no = text_field(&plain, "out_refund_no").map_err(|e| corrupt(&e))?;
             match self.store.refund(no).await? {
                 Some(refund) => {
-                    let status = text_field(&plain, "refund_status").map_err(corrupt)?;
+                    let status = text_field(&plain, "refund_status").map_err(|e| corrupt(&e))?;
                     self.refund_result(&refund, status, plain["refund_id"].as_str())
                         .await?;
                     "applied"
@@ -1681,7 +1719,7 @@ impl Runtime {
     /// `BadLink` for a forged or expired link.
     pub async fn pay_view(&self, token: &str) -> Result<PayView, PageError> {
         let payment = self.payment_of_link(token).await?;
-        let provider = match payment.payment_state().map_err(Error::Store)? {
+        let provider = match payment.state {
             PaymentState::Pending => self.provider_of(&payment).await.ok(),
             _ => None,
         };
@@ -1710,7 +1748,7 @@ impl Runtime {
             description: payment.description.clone(),
             amount: payment.amount_fen,
             amount_yuan: Money::from_fen(payment.amount_fen).to_yuan_string(),
-            state: payment.state.clone(),
+            state: payment.state,
             scene: payment.scene.clone(),
             sandbox: payment.merchant_id.is_none(),
             // The page shows times in the tenant's zone.
@@ -1746,7 +1784,7 @@ impl Runtime {
         if payment.merchant_id.is_some() {
             return Err(PageError::NotSandbox);
         }
-        let state = payment.payment_state().map_err(Error::Store)?;
+        let state = payment.state;
         if state != PaymentState::Pending && state != PaymentState::Succeeded {
             return Err(PageError::NotPayable(payment.state));
         }
@@ -1765,7 +1803,7 @@ impl Runtime {
         if payment.merchant_id.is_some() {
             return Err(PageError::NotSandbox);
         }
-        if payment.payment_state().map_err(Error::Store)? != PaymentState::Pending {
+        if payment.state != PaymentState::Pending {
             return Err(PageError::NotPayable(payment.state));
         }
         let event = payment_event(

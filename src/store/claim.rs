@@ -149,3 +149,28 @@ impl Store {
         Ok(next.map(from_ms))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OutboxStatus, PaymentState, RefundStatus};
+
+    /// The queues' SQL spells states as text: they must be the enums' texts.
+    #[test]
+    fn the_queues_name_states_as_the_enums_store_them() {
+        assert_eq!(OUTBOX.open, format!("status = '{}'", OutboxStatus::Pending));
+        assert_eq!(
+            PAYMENTS.open,
+            format!("state = '{}'", PaymentState::Pending)
+        );
+        assert_eq!(
+            REFUNDS.open,
+            format!(
+                "(status IN ('{}', '{}') OR (status = '{}' AND insurance IS NOT NULL AND insurance_notified_at_ms IS NULL))",
+                RefundStatus::Pending,
+                RefundStatus::Processing,
+                RefundStatus::Succeeded
+            )
+        );
+    }
+}

@@ -31,7 +31,7 @@ impl Store {
             event_type: Set(event_type.to_owned()),
             correlation_key: Set(correlation_key.to_owned()),
             payload: Set(payload.to_string()),
-            status: Set(KeptEventStatus::Pending.as_str().to_owned()),
+            status: Set(KeptEventStatus::Pending),
             expires_at_ms: Set(ms(expires_at)),
             created_at_ms: Set(ms(now)),
             delivered_at_ms: Set(None),
@@ -77,7 +77,7 @@ impl Store {
         Ok(correlated_events::Entity::find()
             .filter(correlated_events::Column::TenantId.eq(tenant_id))
             .filter(correlated_events::Column::CorrelationKey.eq(correlation_key))
-            .filter(correlated_events::Column::Status.eq(KeptEventStatus::Pending.as_str()))
+            .filter(correlated_events::Column::Status.eq(KeptEventStatus::Pending))
             .filter(correlated_events::Column::ExpiresAtMs.gt(ms(now)))
             .order_by_asc(correlated_events::Column::CreatedAtMs)
             .order_by_asc(correlated_events::Column::MessageId)
@@ -95,7 +95,7 @@ impl Store {
         correlated_events::Entity::delete_many()
             .filter(correlated_events::Column::TenantId.eq(tenant_id))
             .filter(correlated_events::Column::MessageId.eq(message_id))
-            .filter(correlated_events::Column::Status.eq(KeptEventStatus::Pending.as_str()))
+            .filter(correlated_events::Column::Status.eq(KeptEventStatus::Pending))
             .exec(&self.db)
             .await?;
         Ok(())

@@ -136,10 +136,7 @@ impl Store {
             return Ok(false);
         }
         outbox::Entity::update_many()
-            .col_expr(
-                outbox::Column::Status,
-                Expr::value(OutboxStatus::Pending.as_str()),
-            )
+            .col_expr(outbox::Column::Status, Expr::value(OutboxStatus::Pending))
             .col_expr(outbox::Column::Attempts, Expr::value(0))
             .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(now)))
             .col_expr(

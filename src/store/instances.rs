@@ -87,7 +87,7 @@ impl Store {
             let taken = correlated_events::Entity::update_many()
                 .col_expr(
                     correlated_events::Column::Status,
-                    Expr::value(super::KeptEventStatus::Delivered.as_str()),
+                    Expr::value(super::KeptEventStatus::Delivered),
                 )
                 .col_expr(
                     correlated_events::Column::DeliveredAtMs,
@@ -99,9 +99,7 @@ impl Store {
                 )
                 .filter(correlated_events::Column::TenantId.eq(&current.tenant_id))
                 .filter(correlated_events::Column::MessageId.eq(message_id))
-                .filter(
-                    correlated_events::Column::Status.eq(super::KeptEventStatus::Pending.as_str()),
-                )
+                .filter(correlated_events::Column::Status.eq(super::KeptEventStatus::Pending))
                 .exec(&txn)
                 .await?;
             if taken.rows_affected != 1 {
@@ -374,7 +372,7 @@ pub(super) async fn write_consequences(
                 effect_key: Set(effect.key.clone()),
                 kind: Set(effect.kind.name().to_owned()),
                 payload: Set(payload),
-                status: Set(super::OutboxStatus::Pending.as_str().to_owned()),
+                status: Set(super::OutboxStatus::Pending),
                 attempts: Set(0),
                 available_at_ms: Set(ms(now)),
                 last_error: Set(None),

@@ -20,7 +20,7 @@ impl Store {
     /// A database error.
     pub async fn pending_outbox(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<OutboxRow>> {
         Ok(outbox::Entity::find()
-            .filter(outbox::Column::Status.eq(OutboxStatus::Pending.as_str()))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending))
             .filter(outbox::Column::AvailableAtMs.lte(ms(now)))
             .order_by_asc(outbox::Column::AvailableAtMs)
             .order_by_asc(outbox::Column::Id)

@@ -254,7 +254,7 @@ impl Store {
             payer_openid: Set(new.payer_openid.map(str::to_owned)),
             amount_fen: Set(new.amount_fen),
             bill: Set(new.bill.clone()),
-            state: Set("creating".to_owned()),
+            state: Set(PaymentState::Creating),
             prepay_id: Set(None),
             code_url: Set(None),
             transaction_id: Set(None),
@@ -321,10 +321,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool> {
         let updated = payments::Entity::update_many()
-            .col_expr(
-                payments::Column::State,
-                Expr::value(PaymentState::Pending.as_str()),
-            )
+            .col_expr(payments::Column::State, Expr::value(PaymentState::Pending))
             .col_expr(
                 payments::Column::MixTradeNo,
                 Expr::value(mix_trade_no.map(str::to_owned)),
@@ -533,7 +530,7 @@ impl Store {
             effect_key: Set(new.effect_key.to_owned()),
             amount_fen: Set(new.amount_fen),
             reason: Set(new.reason.map(str::to_owned)),
-            status: Set(RefundStatus::Pending.as_str().to_owned()),
+            status: Set(RefundStatus::Pending),
             refund_id: Set(None),
             automatic: Set(new.automatic),
             last_error: Set(None),
@@ -666,7 +663,7 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        if to.as_str() != refund.status {
+        if to != refund.status {
             append_history(
                 &txn,
                 &refund.instance_id,
@@ -880,7 +877,7 @@ async fn insert_outbox(
         effect_key: Set(key.to_owned()),
         kind: Set(kind.to_owned()),
         payload: Set(payload.to_owned()),
-        status: Set(OutboxStatus::Pending.as_str().to_owned()),
+        status: Set(OutboxStatus::Pending),
         attempts: Set(0),
         available_at_ms: Set(ms(now)),
         last_error: Set(None),

@@ -1,15 +1,19 @@
-//! The states of stored payments, refunds and outbox rows as enums: the
-//! store writes their text and reads it back parsed, so a row in a state
-//! no code knows is an error (`store::Error::Corrupt`), never a default.
+//! The states of stored payments, refunds, outbox rows and kept events as
+//! enums. They are the rows' column types (sea-orm `ActiveEnum`s stored as
+//! text), so a row is read back parsed: a state no code knows is an error
+//! when the row is read, never a default.
 
-use super::{Error, OutboxRow, PaymentRow, RefundRow};
+use super::Error;
 
 macro_rules! stored_enum {
     ($(#[$doc:meta])* $name:ident { $($variant:ident => $text:literal),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, sea_orm::EnumIter, sea_orm::DeriveActiveEnum,
+        )]
+        #[sea_orm(rs_type = "String", db_type = "Text")]
         pub enum $name {
-            $($variant),*
+            $(#[sea_orm(string_value = $text)] $variant),*
         }
 
         impl $name {
@@ -91,30 +95,6 @@ stored_enum!(
         Failed => "failed",
     }
 );
-
-impl PaymentRow {
-    /// # Errors
-    /// `Corrupt` for a stored state no code knows.
-    pub fn payment_state(&self) -> Result<PaymentState, Error> {
-        PaymentState::parse(&self.state)
-    }
-}
-
-impl RefundRow {
-    /// # Errors
-    /// `Corrupt` for a stored status no code knows.
-    pub fn refund_status(&self) -> Result<RefundStatus, Error> {
-        RefundStatus::parse(&self.status)
-    }
-}
-
-impl OutboxRow {
-    /// # Errors
-    /// `Corrupt` for a stored status no code knows.
-    pub fn outbox_status(&self) -> Result<OutboxStatus, Error> {
-        OutboxStatus::parse(&self.status)
-    }
-}
 
 #[cfg(test)]
 mod tests {

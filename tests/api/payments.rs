@@ -166,6 +166,69 @@ async fn sandbox_payment_books_then_cancel_refunds(app: TestApp) {
 }
 storage_test!(sandbox_payment_books_then_cancel_refunds);
 
+/// A payment row whose state no code knows (written by hand, or by a newer
+/// version) is an error wherever it is read: never taken as unpaid, never
+/// paid over. Put back, it pays as before.
+async fn a_payment_in_a_state_no_code_knows_is_an_error_not_a_default(app: TestApp) {
+    use sea_orm::ConnectionTrait;
+    let (status, body) = app.deploy(&workflow("registration_payment")).await;
+    assert!(status == 200 || status == 201, "{body}");
+    let (instance, link) = start_registration(&app, "REGX", None).await;
+    let set_state = |state: &'static str| {
+        let url = app.database_url.clone();
+        let instance = instance.clone();
+        async move {
+            let db = sea_orm::Database::connect(&url)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            db.execute_unprepared(&format!(
+                "UPDATE payments SET state = '{state}' WHERE instance_id = '{instance}'"
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            db.close().await.ok();
+        }
+    };
+    set_state("paid").await;
+    let (status, body) = app
+        .get(&format!("/api/v1/instances/{instance}/payments"))
+        .await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (500, "internal_error".to_owned()),
+        "{body}"
+    );
+    let (status, _) = crate::helpers::read(
+        app.client
+            .post(app.url(&format!("{link}/sandbox/pay")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(status, 500);
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "awaiting_payment");
+
+    set_state("pending").await;
+    let (status, view) = crate::helpers::read(
+        app.client
+            .post(app.url(&format!("{link}/sandbox/pay")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await;
+    assert_eq!(
+        (status, text(&view, "state")),
+        (200, "succeeded".to_owned()),
+        "{view}"
+    );
+    app.advance(Duration::zero()).await;
+    assert_eq!(state_of(&app, &instance).await, "booked");
+}
+storage_test!(a_payment_in_a_state_no_code_knows_is_an_error_not_a_default);
+
 // ---- a WeChat Pay merchant, against the fake server ----------------------------
 
 use o2flow::store::NewMerchant;

@@ -223,7 +223,7 @@ pub async fn qr(
 pub struct Refund {
     pub refund: String,
     pub amount: String,
-    pub status: String,
+    pub status: crate::store::RefundStatus,
     pub reason: Option<String>,
     pub refund_id: Option<String>,
     pub automatic: bool,
@@ -237,7 +237,7 @@ pub struct Refund {
 #[derive(Debug, Serialize)]
 pub struct Payment {
     pub payment: String,
-    pub state: String,
+    pub state: crate::store::PaymentState,
     pub provider: &'static str,
     pub scene: String,
     pub description: String,
@@ -265,7 +265,7 @@ fn time(ms: i64) -> String {
 fn payment_dto(row: &PaymentRow, refunds: &[RefundRow]) -> Payment {
     Payment {
         payment: row.out_trade_no.clone(),
-        state: row.state.clone(),
+        state: row.state,
         provider: if row.merchant_id.is_some() {
             "wechat"
         } else {
@@ -294,7 +294,7 @@ fn payment_dto(row: &PaymentRow, refunds: &[RefundRow]) -> Payment {
             .map(|r| Refund {
                 refund: r.out_refund_no.clone(),
                 amount: yuan(r.amount_fen),
-                status: r.status.clone(),
+                status: r.status,
                 reason: r.reason.clone(),
                 refund_id: r.refund_id.clone(),
                 automatic: r.automatic,

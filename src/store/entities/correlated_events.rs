@@ -15,8 +15,7 @@ pub struct Model {
     pub correlation_key: String,
     #[sea_orm(column_type = "Text")]
     pub payload: String,
-    #[sea_orm(column_type = "Text")]
-    pub status: String,
+    pub status: crate::store::KeptEventStatus,
     pub expires_at_ms: i64,
     pub created_at_ms: i64,
     pub delivered_at_ms: Option<i64>,

@@ -17,8 +17,7 @@ pub struct Model {
     pub kind: String,
     #[sea_orm(column_type = "Text")]
     pub payload: String,
-    #[sea_orm(column_type = "Text")]
-    pub status: String,
+    pub status: crate::store::OutboxStatus,
     pub attempts: i32,
     pub available_at_ms: i64,
     #[sea_orm(column_type = "Text", nullable)]

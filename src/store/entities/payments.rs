@@ -29,8 +29,7 @@ pub struct Model {
     pub amount_fen: i64,
     #[sea_orm(column_type = "Text", nullable)]
     pub bill: Option<String>,
-    #[sea_orm(column_type = "Text")]
-    pub state: String,
+    pub state: crate::store::PaymentState,
     #[sea_orm(column_type = "Text", nullable)]
     pub prepay_id: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]

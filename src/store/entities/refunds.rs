@@ -18,8 +18,7 @@ pub struct Model {
     pub amount_fen: i64,
     #[sea_orm(column_type = "Text", nullable)]
     pub reason: Option<String>,
-    #[sea_orm(column_type = "Text")]
-    pub status: String,
+    pub status: crate::store::RefundStatus,
     #[sea_orm(column_type = "Text", nullable)]
     pub refund_id: Option<String>,
     pub automatic: bool,
