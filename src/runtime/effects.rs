@@ -5,21 +5,24 @@
 //! compile, and neither does an executor list naming a type that cannot
 //! execute.
 //!
-//! An executor runs one claimed outbox row: it returns `Ok` when the row
-//! is done (it marked it so, with what it wrote, in one transaction), or a
+//! An executor runs one claimed outbox row and returns what became of it,
+//! a `Completion` (done, with the detail its history keeps; a message a
+//! channel delivered; or postponed), which the runtime writes with the
+//! row's completion: executors never mark a row done themselves, so a
+//! claimed batch's completions can be written together. Or it returns a
 //! `Failure` that the runtime retries by the effect's policy or turns into
 //! `action.failed` and an incident. Nothing here decides an HTTP status.
 //!
 //! ```
 //! use o2flow::engine::SendEffect;
-//! use o2flow::runtime::{Execute, Failure, Runtime};
+//! use o2flow::runtime::{Completion, Execute, Failure, Runtime};
 //! use o2flow::store::OutboxRow;
 //!
 //! /// A door key, as the keys issue will add it.
 //! struct DoorKeyEffect;
 //!
 //! impl Execute for DoorKeyEffect {
-//!     async fn execute(&self, _: &Runtime, _: &OutboxRow) -> Result<(), Failure> {
+//!     async fn execute(&self, _: &Runtime, _: &OutboxRow) -> Result<Completion, Failure> {
 //!         Err(Failure::Permanent("no lock system yet".into()))
 //!     }
 //! }
@@ -98,14 +101,31 @@ impl Failure {
     }
 }
 
+/// What became of a claimed outbox row, for the runtime to write with the
+/// row's completion.
+#[derive(Debug)]
+pub enum Completion {
+    /// Done: `detail` is kept in the instance's history (`effect_done`;
+    /// the runtime adds the effect's kind and key).
+    Done(serde_json::Value),
+    /// A channel took a message.
+    Delivered(crate::channels::Delivered),
+    /// Not yet: offered again at `at`, with why.
+    Postponed {
+        at: chrono::DateTime<chrono::Utc>,
+        reason: String,
+    },
+}
+
 /// Runs one effect of a kind.
 pub trait Execute {
-    /// Runs the effect of the claimed outbox `row` once.
+    /// Runs the effect of the claimed outbox `row` once and says what
+    /// became of it; the runtime writes that.
     fn execute(
         &self,
         runtime: &Runtime,
         row: &OutboxRow,
-    ) -> impl Future<Output = Result<(), Failure>> + Send;
+    ) -> impl Future<Output = Result<Completion, Failure>> + Send;
 
     /// How a failure is retried, when the action set its own policy.
     fn retry_policy(&self) -> Option<RetryPolicy> {
@@ -113,7 +133,7 @@ pub trait Execute {
     }
 }
 
-/// Defines `async fn $name(effect: &$enum, runtime, row) -> (Result<(), Failure>, Option<RetryPolicy>)`
+/// Defines `async fn $name(effect: &$enum, runtime, row) -> (Result<Completion, Failure>, Option<RetryPolicy>)`
 /// dispatching every variant of `$enum` to its executor: a variant left out
 /// is a non-exhaustive match, a variant whose data has no `Execute` impl an
 /// unsatisfied bound. Both fail to compile.
@@ -126,7 +146,7 @@ macro_rules! dispatch_effects {
             runtime: &$crate::runtime::Runtime,
             row: &$crate::store::OutboxRow,
         ) -> (
-            ::std::result::Result<(), $crate::runtime::Failure>,
+            ::std::result::Result<$crate::runtime::Completion, $crate::runtime::Failure>,
             ::std::option::Option<$crate::domain::RetryPolicy>,
         ) {
             match effect {
@@ -153,7 +173,7 @@ impl Runtime {
     pub(super) async fn execute_row(
         &self,
         row: &OutboxRow,
-    ) -> (Result<(), Failure>, Option<RetryPolicy>) {
+    ) -> (Result<Completion, Failure>, Option<RetryPolicy>) {
         if row.kind == store::DELIVER_EVENT {
             return (self.deliver_owed(row).await, None);
         }
@@ -171,7 +191,7 @@ impl Runtime {
 }
 
 impl Execute for SendEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         runtime.deliver(row, self).await
     }
 
@@ -181,21 +201,21 @@ impl Execute for SendEffect {
 }
 
 impl Execute for PayEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         runtime.execute_pay(row, self).await
     }
 }
 
 impl Execute for RefundEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         runtime.execute_refund(row, self).await
     }
 }
 
 /// Starts a child instance once: the start carries the effect's key as its
-/// idempotency key, then the outbox row is marked done.
+/// idempotency key.
 impl Execute for StartChildEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         let parent = runtime
             .store
             .instance(&row.tenant_id, &self.parent_id)
@@ -220,11 +240,9 @@ impl Execute for StartChildEffect {
                     Error::Store(error) => Failure::Transient(error.to_string()),
                     other => Failure::Permanent(other.to_string()),
                 })?;
-        runtime
-            .store
-            .outbox_done(row, &json!({"effect": "start_child", "key": row.effect_key, "child": child.id, "workflow": child.workflow}), runtime.now())
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))
+        Ok(Completion::Done(
+            json!({"child": child.id, "workflow": child.workflow}),
+        ))
     }
 }
 
@@ -232,7 +250,7 @@ impl Execute for StartChildEffect {
 /// parent that is over, or whose state does not handle it, records nothing
 /// and the effect is done.
 impl Execute for NotifyParentEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         let event = Event::Named {
             event_type: engine::CHILD_COMPLETED.into(),
             payload: json!({"child_id": self.child_id, "workflow": self.workflow, "state": self.state, "outcome": self.outcome, "data": self.data}),
@@ -250,10 +268,8 @@ impl Execute for NotifyParentEffect {
             Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
             Err(error) => return Err(Failure::Permanent(error.to_string())),
         };
-        runtime
-            .store
-            .outbox_done(row, &json!({"effect": "notify_parent", "key": row.effect_key, "parent": self.parent_id, "delivered": delivered}), runtime.now())
-            .await
-            .map_err(|e| Failure::Transient(e.to_string()))
+        Ok(Completion::Done(
+            json!({"parent": self.parent_id, "delivered": delivered}),
+        ))
     }
 }

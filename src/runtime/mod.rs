@@ -12,7 +12,7 @@ mod migrate;
 mod payments;
 
 pub use crate::domain::RetryPolicy;
-pub use effects::{Execute, Failure};
+pub use effects::{Completion, Execute, Failure};
 pub use jobs::{ClockAdvance, Job, JOBS};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
 pub use o2flow_core::clock::{Clock, ManualClock, SystemClock};
@@ -1306,8 +1306,12 @@ impl Runtime {
         let now = self.now();
         let (outcome, own_policy) = self.execute_row(row).await;
         let policy = own_policy.unwrap_or(self.retry);
+        let outcome = match outcome {
+            Ok(completion) => self.complete(row, completion).await,
+            Err(failure) => Err(failure),
+        };
         let (message, retry_at) = match outcome {
-            Ok(()) => return Ok(true),
+            Ok(done) => return Ok(done),
             Err(Failure::Transient(message)) => {
                 let attempts = u32::try_from(row.attempts + 1).unwrap_or(u32::MAX);
                 let retry_at = policy.delay(attempts).map(|d| now + d);
@@ -1395,12 +1399,12 @@ impl Runtime {
     }
 
     /// Renders the message and tries its channels in order; the first that
-    /// takes it delivers it, and the outbox row is done with it.
+    /// takes it delivers it.
     pub(crate) async fn deliver(
         &self,
         row: &store::OutboxRow,
         send: &SendEffect,
-    ) -> Result<(), Failure> {
+    ) -> Result<Completion, Failure> {
         let mut context = send.context.clone();
         // A party without a time zone is in the tenant's.
         let zone = self
@@ -1440,13 +1444,10 @@ impl Runtime {
                 Ok(deliver) => deliver.deliver(&outgoing).await,
                 Err(error) => Err(error),
             };
-            let outcome = match delivered {
-                Ok(delivered) => self.record_delivery(row, delivered).await,
-                Err(error) => Err(error.into()),
-            };
-            match outcome {
-                Ok(()) => return Ok(()),
-                Err(failure) => {
+            match delivered {
+                Ok(delivered) => return Ok(Completion::Delivered(delivered)),
+                Err(error) => {
+                    let failure = Failure::from(error);
                     tracing::warn!(
                         outbox.id = row.id,
                         "channel {} failed: {}",
@@ -1460,32 +1461,49 @@ impl Runtime {
         Err(last)
     }
 
-    /// Records what a channel did, with the outbox row's completion, in one
-    /// transaction.
-    async fn record_delivery(
+    /// Writes what an executor did with the outbox row's completion, in one
+    /// transaction. True when the row is done; false when it is postponed.
+    /// Writing it failing is a transient failure: the effect runs again
+    /// under the same key.
+    async fn complete(
         &self,
         row: &store::OutboxRow,
-        delivered: Delivered,
-    ) -> Result<(), Failure> {
-        let recorded = match delivered {
-            Delivered::Inbox {
+        completion: Completion,
+    ) -> Result<bool, Failure> {
+        let now = self.now();
+        let with_key = |mut detail: serde_json::Value| {
+            if let Some(object) = detail.as_object_mut() {
+                object.insert("effect".into(), json!(row.kind));
+                object.insert("key".into(), json!(row.effect_key));
+            }
+            detail
+        };
+        let recorded = match completion {
+            Completion::Done(detail) => self
+                .store
+                .outbox_done(row, &with_key(detail), now)
+                .await
+                .map(|()| true),
+            Completion::Delivered(Delivered::Inbox {
                 party_id,
                 template,
                 title,
                 body,
-            } => {
-                self.store
-                    .deliver_to_inbox(row, &party_id, &template, &title, &body, self.now())
-                    .await
-            }
-            Delivered::Sent { detail } => {
-                let mut detail = detail;
-                if let Some(object) = detail.as_object_mut() {
-                    object.insert("effect".into(), json!(row.kind));
-                    object.insert("key".into(), json!(row.effect_key));
-                }
-                self.store.outbox_done(row, &detail, self.now()).await
-            }
+            }) => self
+                .store
+                .deliver_to_inbox(row, &party_id, &template, &title, &body, now)
+                .await
+                .map(|()| true),
+            Completion::Delivered(Delivered::Sent { detail }) => self
+                .store
+                .outbox_done(row, &with_key(detail), now)
+                .await
+                .map(|()| true),
+            Completion::Postponed { at, reason } => self
+                .store
+                .outbox_postpone(row, at, &reason, now)
+                .await
+                .map(|()| false),
         };
         recorded.map_err(|e| Failure::Transient(e.to_string()))
     }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use super::{Error, Failure, Runtime};
+use super::{Completion, Error, Failure, Runtime};
 use crate::domain::{CheckedBill, Money};
 use crate::engine::{
     self, business_number, Event, PayEffect, RefundEffect, PAYMENT_EXPIRED, PAYMENT_FAILED,
@@ -396,7 +396,7 @@ impl Runtime {
         &self,
         row: &OutboxRow,
         pay: &PayEffect,
-    ) -> Result<(), Failure> {
+    ) -> Result<Completion, Failure> {
         let now = self.now();
         let instance = self
             .store
@@ -434,7 +434,7 @@ impl Runtime {
             )
             .await
             .map_err(store_failure)?;
-        let mut detail = json!({"effect": "pay", "key": row.effect_key, "payment": payment.out_trade_no, "provider": if provider.merchant_id().is_some() { "wechat" } else { "sandbox" }});
+        let mut detail = json!({"payment": payment.out_trade_no, "provider": if provider.merchant_id().is_some() { "wechat" } else { "sandbox" }});
         if payment.state == PaymentState::Creating {
             let time_expire = shanghai(store::from_ms(payment.expires_at_ms));
             match provider.open(&payment, &time_expire).await {
@@ -476,10 +476,7 @@ impl Runtime {
                 }
             }
         }
-        self.store
-            .outbox_done(row, &detail, now)
-            .await
-            .map_err(store_failure)
+        Ok(Completion::Done(detail))
     }
 
     /// The `refund` effect: pick the payment and amount, reserve it, ask the
@@ -488,7 +485,7 @@ impl Runtime {
         &self,
         row: &OutboxRow,
         refund: &RefundEffect,
-    ) -> Result<(), Failure> {
+    ) -> Result<Completion, Failure> {
         let now = self.now();
         let payments = self
             .store
@@ -578,16 +575,15 @@ impl Runtime {
                 .await
                 .map_err(|e| Failure::Transient(e.to_string()))?;
         }
-        self.store
-            .outbox_done(row, &json!({"effect": "refund", "key": row.effect_key, "refund": recorded.out_refund_no, "payment": recorded.out_trade_no, "amount": recorded.amount_fen}), now)
-            .await
-            .map_err(store_failure)
+        Ok(Completion::Done(
+            json!({"refund": recorded.out_refund_no, "payment": recorded.out_trade_no, "amount": recorded.amount_fen}),
+        ))
     }
 
     /// Delivers an event a payment or refund owes its instance. A payment
     /// that succeeded after the flow moved on (its state no longer waits
     /// for it, or it is over) is refunded automatically.
-    pub(super) async fn deliver_owed(&self, row: &OutboxRow) -> Result<(), Failure> {
+    pub(super) async fn deliver_owed(&self, row: &OutboxRow) -> Result<Completion, Failure> {
         let owed: serde_json::Value =
             serde_json::from_str(&row.payload).map_err(|e| Failure::Permanent(e.to_string()))?;
         let event_type = text_field(&owed, "event_type")?.to_owned();
@@ -617,16 +613,11 @@ impl Runtime {
                     let expires_at = store::from_ms(payment.expires_at_ms);
                     if now < expires_at {
                         let retry_at = (now + EARLY_RETRY).min(expires_at);
-                        self.store
-                            .outbox_postpone(
-                                row,
-                                retry_at,
-                                "the flow is not yet in a state that handles payment.succeeded",
-                                now,
-                            )
-                            .await
-                            .map_err(store_failure)?;
-                        return Ok(());
+                        return Ok(Completion::Postponed {
+                            at: retry_at,
+                            reason: "the flow is not yet in a state that handles payment.succeeded"
+                                .into(),
+                        });
                     }
                 }
                 false
@@ -634,7 +625,7 @@ impl Runtime {
             Err(Error::Store(error)) => return Err(Failure::Transient(error.to_string())),
             Err(error) => return Err(Failure::Permanent(error.to_string())),
         };
-        let mut detail = json!({"effect": "deliver_event", "key": row.effect_key, "event": event_type, "delivered": delivered});
+        let mut detail = json!({"event": event_type, "delivered": delivered});
         if !delivered && event_type == PAYMENT_SUCCEEDED {
             let no = text_field(&payload, "payment")?;
             if let Some(payment) = self.store.payment(no).await.map_err(store_failure)? {
@@ -645,10 +636,7 @@ impl Runtime {
                 detail["late_refund"] = json!(refund);
             }
         }
-        self.store
-            .outbox_done(row, &detail, self.now())
-            .await
-            .map_err(store_failure)
+        Ok(Completion::Done(detail))
     }
 
     /// Refunds a payment the flow no longer wanted, in full; returns the refund number.

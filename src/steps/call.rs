@@ -12,11 +12,11 @@ use serde_json::json;
 
 use crate::engine::actions::call::{pick_answer_fields, CallEffect};
 use crate::engine::{self, Event};
-use crate::runtime::{Execute, Failure, Runtime};
+use crate::runtime::{Completion, Execute, Failure, Runtime};
 use crate::store::{self, OutboxRow};
 
 impl Execute for CallEffect {
-    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<(), Failure> {
+    async fn execute(&self, runtime: &Runtime, row: &OutboxRow) -> Result<Completion, Failure> {
         let store = runtime.store();
         let transient = |e: store::Error| Failure::Transient(e.to_string());
         let target =
@@ -66,14 +66,9 @@ impl Execute for CallEffect {
             Err(crate::runtime::Error::Store(error)) => return Err(transient(error)),
             Err(error) => return Err(Failure::Permanent(error.to_string())),
         }
-        store
-            .outbox_done(
-                row,
-                &json!({"effect": "call", "key": row.effect_key, "endpoint": self.endpoint, "status": status}),
-                runtime.now(),
-            )
-            .await
-            .map_err(transient)
+        Ok(Completion::Done(
+            json!({"endpoint": self.endpoint, "status": status}),
+        ))
     }
 
     fn retry_policy(&self) -> Option<crate::domain::RetryPolicy> {

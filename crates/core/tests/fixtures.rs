@@ -1,0 +1,79 @@
+//! Workflow files, data-driven, in the crate that owns the format: every
+//! invalid fixture (`tests/fixtures/invalid` at the workspace root) gets
+//! its diagnostics snapshotted, and the committed JSON Schema is the
+//! generated one. Here rather than in the application's tests so that
+//! `cargo mutants` over this crate runs them.
+
+use std::path::{Path, PathBuf};
+
+use o2flow_core::dsl::{json_schema, validate, Catalog};
+
+/// A path from the workspace root.
+fn root(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn catalog() -> Catalog {
+    Catalog::with_templates(["follow_up_reminder"])
+}
+
+fn check(path: &Path) -> (usize, String) {
+    let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{e}"));
+    let name = path
+        .file_name()
+        .unwrap_or_else(|| panic!("{} has no file name", path.display()));
+    let label = format!("tests/fixtures/invalid/{}", name.to_string_lossy());
+    let (def, diagnostics) = validate(&label, &source, &catalog());
+    assert!(def.is_none(), "{label} should be refused");
+    let rendered: String = diagnostics
+        .iter()
+        .map(|d| d.render(&source))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (diagnostics.len(), rendered)
+}
+
+#[test]
+fn every_invalid_fixture_is_refused_with_located_diagnostics() {
+    let mut files: Vec<_> = std::fs::read_dir(root("tests/fixtures/invalid"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 15,
+        "expected the fixtures, found {}",
+        files.len()
+    );
+    for path in files {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| panic!("{} has no name", path.display()));
+        let (count, rendered) = check(&path);
+        assert!(count > 0, "{name}");
+        insta::assert_snapshot!(name, rendered);
+    }
+}
+
+#[test]
+fn a_file_with_many_mistakes_reports_them_all_at_once() {
+    let (count, _) = check(&root("tests/fixtures/invalid/many_problems.yaml"));
+    assert!(count >= 4, "only {count} diagnostics");
+}
+
+#[test]
+fn the_committed_json_schema_is_the_generated_one() {
+    let committed = std::fs::read_to_string(root("docs/workflow.schema.json"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let generated = serde_json::to_string_pretty(&json_schema()).unwrap_or_else(|e| panic!("{e}"));
+    // Not assert_eq!: the whole schema twice would bury the message.
+    assert!(
+        committed.trim_end() == generated,
+        "docs/workflow.schema.json is out of date: run `cargo run -- schema > docs/workflow.schema.json`"
+    );
+}
