@@ -10,6 +10,7 @@ mod jobs;
 mod locks;
 mod migrate;
 mod payments;
+mod waiters;
 
 pub use crate::domain::RetryPolicy;
 pub use effects::{Completion, Execute, Failure};
@@ -17,6 +18,7 @@ pub use jobs::{ClockAdvance, Job, JOBS};
 pub use migrate::{InstancePlan, MigrationReport, MigrationRequest, TimerPlan};
 pub use o2flow_core::clock::{Clock, ManualClock, SystemClock};
 pub use payments::{CallbackRefused, PageError, PayView, DEFAULT_RECONCILE_EVERY};
+pub use waiters::MAX_WAIT;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -180,6 +182,8 @@ pub struct Runtime {
     /// loop of payment checks.
     wake: Notify,
     wake_payments: Notify,
+    /// Callers waiting for instances to end.
+    waiters: waiters::Waiters,
     /// One clock advance at a time.
     advancing: tokio::sync::Mutex<()>,
     http: reqwest::Client,
@@ -265,6 +269,7 @@ impl Runtime {
             definitions: RwLock::new(HashMap::new()),
             wake: Notify::new(),
             wake_payments: Notify::new(),
+            waiters: waiters::Waiters::default(),
             advancing: tokio::sync::Mutex::new(()),
             http,
             channels,
@@ -287,6 +292,15 @@ impl Runtime {
     fn wake(&self) {
         self.wake.notify_one();
         self.wake_payments.notify_one();
+    }
+
+    /// An instance's change was committed: wakes the background loops, and
+    /// whoever waits for it to end when it has.
+    fn committed(&self, instance: &InstanceRow) {
+        self.wake();
+        if instance.status != engine::Status::Active.as_str() {
+            self.waiters.ended(&instance.id);
+        }
     }
 
     pub fn store(&self) -> &Store {
@@ -726,7 +740,7 @@ impl Runtime {
         match inserted {
             Ok(instance) => {
                 tracing::info!(instance.id = %id, workflow.name = %row.name, state = %instance.state, "started instance {id}");
-                self.wake();
+                self.committed(&instance);
                 Ok((self.after_commit(instance).await?, true))
             }
             Err(error) => match self.replay_start(tenant_id, &request).await? {
@@ -946,7 +960,7 @@ impl Runtime {
             };
             match self.store.commit(&current, &transition, extras, now).await {
                 Ok(instance) => {
-                    self.wake();
+                    self.committed(&instance);
                     if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&instance, &def, &transition).await?;
                     }
@@ -1254,7 +1268,7 @@ impl Runtime {
                 .await
             {
                 Ok(row) => {
-                    self.wake();
+                    self.committed(&row);
                     if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&row, &def, &transition).await?;
                     }

@@ -181,3 +181,86 @@ async fn a_corrupt_instance_row_is_an_error_not_a_default(app: TestApp) {
     );
 }
 storage_test!(a_corrupt_instance_row_is_an_error_not_a_default);
+
+/// `?wait=final`: the answer comes when the instance ends (woken by the
+/// commit that ends it), or as it is when the timeout runs out; a bad
+/// query is 400 and an instance of another tenant is 404.
+async fn a_caller_can_wait_for_an_instance_to_end(app: TestApp) {
+    let started = app.start_follow_up("p-wait", None).await;
+    let id = text(&started, "id").to_owned();
+
+    // Nothing ends it: the answer comes at the timeout, still active.
+    let (status, body) = app
+        .get(&format!("/api/v1/instances/{id}?wait=final&timeout=1s"))
+        .await;
+    assert_eq!(
+        (status, text(&body, "status")),
+        (200, "active".to_owned()),
+        "{body}"
+    );
+
+    // The weakest key may wait too; the event that ends it comes while it waits.
+    let waiting = {
+        let client = app.client.clone();
+        let url = app.url(&format!("/api/v1/instances/{id}?wait=final&timeout=60s"));
+        let key = app.viewer_key.clone();
+        tokio::spawn(async move {
+            crate::helpers::read(
+                client
+                    .get(url)
+                    .bearer_auth(key)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{id}/events"),
+            &json!({"type": "registration.booked", "payload": {}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = waiting.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (status, text(&body, "status"), text(&body, "state")),
+        (200, "completed".to_owned(), "rebooked".to_owned()),
+        "{body}"
+    );
+    // Already ended: answered at once.
+    let (status, body) = app.get(&format!("/api/v1/instances/{id}?wait=final")).await;
+    assert_eq!(
+        (status, text(&body, "status")),
+        (200, "completed".to_owned()),
+        "{body}"
+    );
+
+    for query in [
+        "wait=done",
+        "timeout=5s",
+        "wait=final&timeout=5m",
+        "wait=final&timeout=soon",
+    ] {
+        let (status, body) = app.get(&format!("/api/v1/instances/{id}?{query}")).await;
+        assert_eq!(
+            (status, text(&body, "error")),
+            (400, "invalid_query".to_owned()),
+            "{query}: {body}"
+        );
+    }
+    let (status, body) = app
+        .get_with(
+            &format!("/api/v1/instances/{id}?wait=final&timeout=1s"),
+            &app.other_key,
+        )
+        .await;
+    assert_eq!(
+        (status, text(&body, "error")),
+        (404, "instance_not_found".to_owned()),
+        "{body}"
+    );
+}
+storage_test!(a_caller_can_wait_for_an_instance_to_end);

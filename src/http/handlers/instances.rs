@@ -59,12 +59,33 @@ pub async fn create(
     })
 }
 
-/// `GET /api/v1/instances/{id}`: state, status, data, pinned version, armed timers.
+/// `?wait=final&timeout=30s` on `GET /api/v1/instances/{id}`.
+#[derive(Debug, serde::Deserialize)]
+pub struct GetInstance {
+    pub wait: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// How long a `wait=final` waits when the caller names no timeout.
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// `GET /api/v1/instances/{id}`: state, status, data, pinned version, armed
+/// timers. With `?wait=final&timeout=30s` the answer waits until the
+/// instance has ended or the timeout (at most 120 s) has passed, then
+/// shows it as it is: callers read `status` (`active` when the time ran
+/// out), and need neither polling nor a webhook.
 pub async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     id: web::Path<String>,
+    query: web::Query<GetInstance>,
 ) -> Result<HttpResponse, ApiError> {
+    if let Some(timeout) = wait_for(&query)? {
+        state
+            .runtime
+            .wait_final(&caller.tenant_id, &id, timeout)
+            .await?;
+    }
     let (row, timers) = state
         .reads
         .instance_with_timers(&caller.tenant_id, &id)
@@ -74,6 +95,36 @@ pub async fn get(
             ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
         })?;
     Ok(HttpResponse::Ok().json(view(&caller, &row, Some(&timers))))
+}
+
+/// How long to wait, when the query asks to.
+fn wait_for(query: &GetInstance) -> Result<Option<std::time::Duration>, ApiError> {
+    match (query.wait.as_deref(), query.timeout.as_deref()) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(ApiError::bad_request(
+            "invalid_query",
+            "`timeout` goes with `wait=final`",
+        )),
+        (Some("final"), None) => Ok(Some(DEFAULT_WAIT)),
+        (Some("final"), Some(text)) => {
+            let max = crate::runtime::MAX_WAIT.as_secs();
+            crate::domain::parse_duration(text)
+                .ok()
+                .and_then(|d| d.to_std().ok())
+                .filter(|d| d.as_secs() <= max)
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`timeout` must be a duration of at most {max}s, such as 30s (got `{text}`)"),
+                    )
+                })
+        }
+        (Some(other), _) => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("`wait` can only be `final` (got `{other}`)"),
+        )),
+    }
 }
 
 /// `GET /api/v1/instances?workflow=&state=&status=&business_key=&after=&limit=`.
