@@ -77,3 +77,33 @@ fn the_committed_json_schema_is_the_generated_one() {
         "docs/workflow.schema.json is out of date: run `cargo run -- schema > docs/workflow.schema.json`"
     );
 }
+
+const DOOR: &str = r#"
+name: door
+version: 1.2
+data:
+  note: { type: string, default: "" }
+start: closed
+states:
+  closed:
+    timers:
+      - after: 1h
+        goto: locked
+    on:
+      opened: open
+  open:
+    on:
+      closed:
+        when: 'data.note != "a:b"'
+        goto: closed
+  locked: { final: expired }
+"#;
+
+#[test]
+fn a_definition_draws_as_a_mermaid_state_diagram_and_keeps_its_version() {
+    let (def, diagnostics) = validate("door.yaml", DOOR, &Catalog::default());
+    assert_eq!(diagnostics, vec![]);
+    let def = def.unwrap_or_else(|| panic!("no definition"));
+    insta::assert_snapshot!("door_mermaid", o2flow_core::dsl::mermaid(&def));
+    assert_eq!(def.label.as_deref(), Some("1.2"));
+}

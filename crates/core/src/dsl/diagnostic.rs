@@ -195,4 +195,33 @@ mod tests {
         assert_eq!(did_you_mean("zzz", ["rebooked", "expired"]), None);
         assert_eq!(did_you_mean("titel", ["title", "timers"]), Some("title"));
     }
+
+    #[test]
+    fn edit_distance_counts_each_insertion_deletion_change_and_swap_once() {
+        assert_eq!(levenshtein("", ""), 0);
+        assert_eq!(levenshtein("", "abc"), 3);
+        assert_eq!(levenshtein("abc", ""), 3);
+        assert_eq!(levenshtein("abc", "abcd"), 1);
+        assert_eq!(levenshtein("abcd", "abc"), 1);
+        assert_eq!(levenshtein("abcd", "abxd"), 1);
+        assert_eq!(levenshtein("titel", "title"), 1);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("ab", "ba"), 1);
+    }
+
+    #[test]
+    fn a_diagnostic_without_its_own_hint_gets_its_codes() {
+        assert_eq!(
+            default_hint("yaml_syntax"),
+            "check indentation, quotes and brackets around this place"
+        );
+        assert_eq!(
+            default_hint("unknown_field"),
+            "remove it; `o2flow schema` lists every field"
+        );
+        assert_eq!(
+            default_hint("anything_else"),
+            "see docs/dsl.md for this part of the workflow language"
+        );
+    }
 }
