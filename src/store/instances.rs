@@ -108,14 +108,20 @@ impl Store {
             }
         }
         let idempotency = extras.idempotency;
-        let history_len =
-            current.history_len + i64::try_from(transition.history.len()).unwrap_or(0);
+        // History rows are numbered from what the update returns, not from
+        // the row as read: an effect's result appended meanwhile
+        // (`append_history`) takes its number without bumping the revision,
+        // so it never makes a transition conflict.
+        let added = i64::try_from(transition.history.len()).unwrap_or(0);
         let mut update = instances::Entity::update_many()
             .col_expr(
                 instances::Column::Revision,
                 Expr::value(current.revision + 1),
             )
-            .col_expr(instances::Column::HistoryLen, Expr::value(history_len))
+            .col_expr(
+                instances::Column::HistoryLen,
+                Expr::col(instances::Column::HistoryLen).add(added),
+            )
             .col_expr(instances::Column::UpdatedAtMs, Expr::value(ms(now)))
             .filter(instances::Column::Id.eq(&current.id))
             .filter(instances::Column::Revision.eq(current.revision));
@@ -141,16 +147,15 @@ impl Store {
                 update = update.col_expr(instances::Column::EndedAtMs, Expr::value(ms(now)));
             }
         }
-        let result = update.exec(&txn).await?;
-        if result.rows_affected != 1 {
+        let Some(row) = update.exec_with_returning(&txn).await?.into_iter().next() else {
             txn.rollback().await?;
             return Err(Error::Conflict);
-        }
+        };
         write_consequences(
             &txn,
             &current.tenant_id,
             &current.id,
-            current.history_len,
+            row.history_len - added,
             transition,
             now,
         )
@@ -159,20 +164,7 @@ impl Store {
             insert_idempotency(&txn, &current.tenant_id, record, now).await?;
         }
         txn.commit().await?;
-        // The row as committed, without reading it back.
-        let mut row = current.clone();
-        row.revision += 1;
-        row.history_len = history_len;
-        row.updated_at_ms = ms(now);
-        if transition.applied {
-            row.state.clone_from(&transition.state);
-            row.status = transition.status.as_str().to_owned();
-            row.data = transition.data.to_string();
-            row.entry_seq = transition.entry_seq;
-            if transition.status.is_final() && row.ended_at_ms.is_none() {
-                row.ended_at_ms = Some(ms(now));
-            }
-        }
+        // The row as committed (returned by the update), not read back.
         Ok(row)
     }
 
@@ -276,8 +268,10 @@ pub(super) async fn finish_outbox(
     Ok(())
 }
 
-/// Appends one history row outside a transition (effect results); bumps
-/// the instance's revision so a concurrent transition retries.
+/// Appends one history row outside a transition (effect results), numbered
+/// by the update that counts it. The revision stays: the instance's state
+/// and data did not change, so a transition committing meanwhile does not
+/// conflict.
 pub(super) async fn append_history(
     txn: &DatabaseTransaction,
     instance_id: &str,
@@ -285,21 +279,16 @@ pub(super) async fn append_history(
     detail: &serde_json::Value,
     now: DateTime<Utc>,
 ) -> Result<()> {
-    instances::Entity::update_many()
+    let Some(instance) = instances::Entity::update_many()
         .col_expr(
             instances::Column::HistoryLen,
             Expr::col(instances::Column::HistoryLen).add(1),
         )
-        .col_expr(
-            instances::Column::Revision,
-            Expr::col(instances::Column::Revision).add(1),
-        )
         .filter(instances::Column::Id.eq(instance_id))
-        .exec(txn)
-        .await?;
-    let Some(instance) = instances::Entity::find_by_id(instance_id.to_owned())
-        .one(txn)
+        .exec_with_returning(txn)
         .await?
+        .into_iter()
+        .next()
     else {
         return Ok(());
     };

@@ -264,3 +264,75 @@ async fn a_caller_can_wait_for_an_instance_to_end(app: TestApp) {
     );
 }
 storage_test!(a_caller_can_wait_for_an_instance_to_end);
+
+/// An effect's result (here a delivered message) is appended to the
+/// history numbered after what is there, without bumping the instance's
+/// revision: a transition that read the instance before it still commits
+/// instead of conflicting (`instance_busy` under load).
+async fn an_effect_result_does_not_change_the_revision_transitions_check(app: TestApp) {
+    let started = app.start_follow_up("p-rev", None).await;
+    let id = text(&started, "id").to_owned();
+    let store = app.runtime.store();
+    // The reminder is due: its timer fires, and the message waits in the outbox.
+    app.clock.advance(chrono::Duration::days(8));
+    app.runtime
+        .fire_due_timers()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let tenant = "acme";
+    let before = store
+        .instance(tenant, &id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no instance"));
+    assert_eq!(before.state, "reminding");
+    let rows = store
+        .claim_outbox(app.runtime.now(), chrono::Duration::minutes(1), 10)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let row = rows
+        .iter()
+        .find(|r| r.instance_id == id)
+        .unwrap_or_else(|| panic!("no outbox row for {id}"));
+    store
+        .outbox_done(row, &json!({"effect": "send"}), app.runtime.now())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let after = store
+        .instance(tenant, &id)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("no instance"));
+    assert_eq!(
+        after.revision, before.revision,
+        "an effect result is not a transition"
+    );
+    assert_eq!(after.history_len, before.history_len + 1);
+
+    // The event commits on the first try, and the history stays numbered 0, 1, 2, …
+    let (status, body) = app
+        .post(
+            &format!("/api/v1/instances/{id}/events"),
+            &json!({"type": "registration.booked", "payload": {}}),
+        )
+        .await;
+    assert_eq!(
+        (status, text(&body, "instance.state")),
+        (200, "rebooked".to_owned()),
+        "{body}"
+    );
+    let (_, history) = app.get(&format!("/api/v1/instances/{id}/history")).await;
+    let seqs: Vec<i64> = list(&history, "entries")
+        .iter()
+        .map(|e| crate::helpers::int(e, "seq"))
+        .collect();
+    let expected: Vec<i64> = (0..i64::try_from(seqs.len()).unwrap_or(0)).collect();
+    assert_eq!(seqs, expected, "{history}");
+    assert!(
+        list(&history, "entries")
+            .iter()
+            .any(|e| text(e, "kind") == "effect_done"),
+        "{history}"
+    );
+}
+storage_test!(an_effect_result_does_not_change_the_revision_transitions_check);
