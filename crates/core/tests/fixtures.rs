@@ -107,3 +107,50 @@ fn a_definition_draws_as_a_mermaid_state_diagram_and_keeps_its_version() {
     insta::assert_snapshot!("door_mermaid", o2flow_core::dsl::mermaid(&def));
     assert_eq!(def.label.as_deref(), Some("1.2"));
 }
+
+#[test]
+fn a_retry_written_in_the_file_is_the_policy_of_its_action() {
+    let source = r#"
+name: nudge
+inputs:
+  patient: party
+start: nudging
+states:
+  nudging:
+    enter:
+      - send:
+          to: patient
+          template: follow_up_reminder
+          channels: [inbox]
+          retry: { max_attempts: 4, initial: 2s, max: 1m, multiplier: 3 }
+    on:
+      done: over
+  over: { final: completed }
+"#;
+    let (def, diagnostics) = validate("nudge.yaml", source, &catalog());
+    assert_eq!(diagnostics, vec![]);
+    let def = def.unwrap_or_else(|| panic!("no definition"));
+    let state = def
+        .state("nudging")
+        .unwrap_or_else(|| panic!("no state `nudging`"));
+    let Some(o2flow_core::dsl::Action::Send(send)) = state.enter.first() else {
+        panic!("the first action is not a send: {:?}", state.enter);
+    };
+    let policy = send
+        .retry
+        .unwrap_or_else(|| panic!("the retry written was dropped"));
+    assert_eq!(
+        (
+            policy.max_attempts,
+            policy.initial,
+            policy.max,
+            policy.multiplier
+        ),
+        (
+            4,
+            chrono::Duration::seconds(2),
+            chrono::Duration::minutes(1),
+            3
+        )
+    );
+}
