@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use tokio::sync::watch;
 
 use super::{Clock, Error, Runtime};
+use crate::store;
 
 /// One kind of background work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,6 +25,19 @@ pub enum Job {
     /// Query payments and refunds whose callback has not come, expire
     /// unpaid orders, apply stored notifications.
     Payments,
+}
+
+impl Job {
+    /// The queue a job works through, when it wakes by due time (payment
+    /// checks run on their tick: minutes apart, and calls to WeChat Pay).
+    fn queue(self) -> Option<store::claim::Queue> {
+        match self {
+            Job::Schedules => Some(store::claim::SCHEDULES),
+            Job::Timers => Some(store::claim::TIMERS),
+            Job::Outbox => Some(store::claim::OUTBOX),
+            Job::Payments => None,
+        }
+    }
 }
 
 /// Every job, in the order one pass runs them.
@@ -57,8 +71,9 @@ impl Runtime {
     }
 
     /// Runs `jobs` until `shutdown` turns true: again after every commit
-    /// (`Runtime::wake`) and at least every `tick`. A failed pass is logged
-    /// and tried again.
+    /// (`Runtime::wake`), when the next timer, retry or schedule of its
+    /// queues comes due, and at least every `tick` (work another node
+    /// committed). A failed pass is logged and tried again.
     pub async fn run_loop(
         self: Arc<Self>,
         jobs: &'static [Job],
@@ -76,12 +91,33 @@ impl Runtime {
                     tracing::warn!("background job {job:?}: {error}");
                 }
             }
+            let sleep = self.until_next_due(jobs, tick).await;
             tokio::select! {
                 () = woken.notified() => {}
-                () = tokio::time::sleep(tick) => {}
+                () = tokio::time::sleep(sleep) => {}
                 _ = shutdown.changed() => {
                     if *shutdown.borrow() { return; }
                 }
+            }
+        }
+    }
+
+    /// How long a loop running `jobs` may sleep: until the earliest due
+    /// time among its queues, at most `tick`. So a 1 s timer fires about
+    /// when it is due, not up to a tick late. Under the manual clock time
+    /// moves only when advanced, so the loop sleeps a tick.
+    async fn until_next_due(&self, jobs: &[Job], tick: std::time::Duration) -> std::time::Duration {
+        if self.clock.manual().is_some() {
+            return tick;
+        }
+        let queues: Vec<store::claim::Queue> = jobs.iter().filter_map(|job| job.queue()).collect();
+        let now = self.now();
+        match self.store.next_due_in(&queues, now).await {
+            Ok(Some(at)) => (at - now).to_std().unwrap_or_default().min(tick),
+            Ok(None) => tick,
+            Err(error) => {
+                tracing::warn!("reading the next due time: {error}");
+                tick
             }
         }
     }

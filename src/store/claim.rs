@@ -126,10 +126,23 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn next_due_after(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        self.next_due_in(&QUEUES, now).await
+    }
+
+    /// The earliest time after `now` at which a row of `queues` comes due
+    /// (rows due already, claimed or not, are not counted).
+    ///
+    /// # Errors
+    /// A database error.
+    pub(crate) async fn next_due_in(
+        &self,
+        queues: &[Queue],
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
         let mut next: Option<i64> = None;
         for Queue {
             table, due, open, ..
-        } in QUEUES
+        } in queues
         {
             let sql = format!("SELECT MIN({due}) FROM {table} WHERE {open} AND {due} > $1");
             let row = self

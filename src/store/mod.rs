@@ -6,7 +6,7 @@
 //!
 //! Architecture invariant: `store` knows nothing of HTTP.
 
-mod claim;
+pub(crate) mod claim;
 mod correlation;
 mod definitions;
 mod endpoints;
