@@ -989,7 +989,11 @@ impl Checker<'_> {
             )),
             ValueType::String | ValueType::Enum if number.is_some() || boolean => Some((
                 "type_mismatch",
-                format!("`{source}` is not text, and this field is a {}", ty.as_str()),
+                format!(
+                    "`{source}` is not text, and this field is {} {}",
+                    if ty == ValueType::Enum { "an" } else { "a" },
+                    ty.as_str()
+                ),
                 format!("quote text inside the expression: \"'{source}'\""),
             )),
             ValueType::Datetime => match (text, number.is_some() || boolean) {
