@@ -77,7 +77,10 @@ impl Store {
         if db.get_database_backend() == DbBackend::Sqlite {
             for pragma in [
                 "PRAGMA journal_mode = WAL",
-                "PRAGMA synchronous = NORMAL",
+                // Every commit reaches the disk before it is answered: a
+                // payment callback answered 204 must survive a power cut
+                // (NORMAL in WAL mode may lose the last commits).
+                "PRAGMA synchronous = FULL",
                 "PRAGMA busy_timeout = 5000",
                 "PRAGMA foreign_keys = ON",
             ] {
@@ -115,6 +118,26 @@ impl Store {
             ))
             .await?;
         Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
+    }
+
+    /// SQLite's `synchronous` level (2 is `FULL`: every commit waits for
+    /// the disk), for checks and tests.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn synchronous(&self) -> Result<Option<i64>> {
+        use sea_orm::Statement;
+        if self.backend() != DbBackend::Sqlite {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA synchronous",
+            ))
+            .await?;
+        Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()))
     }
 }
 

@@ -132,19 +132,19 @@ async fn instances_belong_to_a_branch(app: TestApp) {
 }
 storage_test!(instances_belong_to_a_branch);
 
-async fn sqlite_runs_in_wal_mode(app: TestApp) {
-    let mode = app
-        .runtime
-        .store()
-        .journal_mode()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+/// SQLite runs in WAL mode with every commit durable (`synchronous =
+/// FULL`): what o2flow answered, a payment callback's 204 above all,
+/// survives a power cut.
+async fn sqlite_runs_in_wal_mode_with_durable_commits(app: TestApp) {
+    let store = app.runtime.store();
+    let mode = store.journal_mode().await.unwrap_or_else(|e| panic!("{e}"));
+    let synchronous = store.synchronous().await.unwrap_or_else(|e| panic!("{e}"));
     match app.db {
-        Db::Sqlite => assert_eq!(mode.as_deref(), Some("wal")),
-        Db::Postgres => assert_eq!(mode, None),
+        Db::Sqlite => assert_eq!((mode.as_deref(), synchronous), (Some("wal"), Some(2))),
+        Db::Postgres => assert_eq!((mode, synchronous), (None, None)),
     }
 }
-storage_test!(sqlite_runs_in_wal_mode);
+storage_test!(sqlite_runs_in_wal_mode_with_durable_commits);
 
 /// A stored instance whose data is not JSON is an error, never read as
 /// `null` and stepped on: the event is refused and nothing changes.
