@@ -154,3 +154,48 @@ states:
         )
     );
 }
+
+fn field(spec: serde_json::Value) -> o2flow_core::dsl::FieldSpec {
+    serde_json::from_value(spec).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Values given for inputs and data, field type by field type: what is
+/// taken (and how it is stored) and what is refused with which code.
+#[test]
+fn a_value_is_taken_or_refused_by_its_fields_type() {
+    use o2flow_core::dsl::{check_data_value, check_value};
+    use serde_json::json;
+    let code = |r: Result<serde_json::Value, (&'static str, String)>| match r {
+        Ok(value) => format!("ok {value}"),
+        Err((code, _)) => code.to_owned(),
+    };
+    let integer = field(json!({"type": "integer"}));
+    let optional = field(json!({"type": "integer", "optional": true}));
+    let money = field(json!({"type": "money"}));
+    let duration = field(json!({"type": "duration"}));
+    let level = field(json!({"type": "enum", "values": ["low", "high"]}));
+    let cases = [
+        (code(check_value(&integer, &json!(3))), "ok 3"),
+        (code(check_value(&integer, &json!(1.5))), "invalid_value"),
+        (code(check_value(&integer, &json!(null))), "invalid_value"),
+        (code(check_value(&optional, &json!(null))), "ok null"),
+        (code(check_value(&money, &json!("15.00"))), "ok 1500"),
+        (code(check_value(&money, &json!(1500))), "bad_money"),
+        (code(check_value(&duration, &json!("1h"))), "ok 3600"),
+        (code(check_value(&level, &json!("high"))), "ok \"high\""),
+        (code(check_value(&level, &json!("medium"))), "invalid_value"),
+        // Data already stored: money in fen and durations in seconds are
+        // taken as they are, and any field may be null.
+        (code(check_data_value(&money, &json!(1500))), "ok 1500"),
+        (code(check_data_value(&money, &json!(15.5))), "bad_money"),
+        (code(check_data_value(&duration, &json!(60))), "ok 60"),
+        (code(check_data_value(&integer, &json!(null))), "ok null"),
+        (
+            code(check_data_value(&integer, &json!("3"))),
+            "invalid_value",
+        ),
+    ];
+    for (i, (got, expected)) in cases.iter().enumerate() {
+        assert_eq!(got, expected, "case {i}");
+    }
+}
