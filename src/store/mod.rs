@@ -106,18 +106,7 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn journal_mode(&self) -> Result<Option<String>> {
-        use sea_orm::Statement;
-        if self.backend() != DbBackend::Sqlite {
-            return Ok(None);
-        }
-        let row = self
-            .db
-            .query_one(Statement::from_string(
-                DbBackend::Sqlite,
-                "PRAGMA journal_mode",
-            ))
-            .await?;
-        Ok(row.and_then(|r| r.try_get_by_index::<String>(0).ok()))
+        self.sqlite_pragma("journal_mode").await
     }
 
     /// SQLite's `synchronous` level (2 is `FULL`: every commit waits for
@@ -126,6 +115,11 @@ impl Store {
     /// # Errors
     /// A database error.
     pub async fn synchronous(&self) -> Result<Option<i64>> {
+        self.sqlite_pragma("synchronous").await
+    }
+
+    /// A pragma's value on SQLite; `None` on PostgreSQL.
+    async fn sqlite_pragma<T: sea_orm::TryGetable>(&self, name: &str) -> Result<Option<T>> {
         use sea_orm::Statement;
         if self.backend() != DbBackend::Sqlite {
             return Ok(None);
@@ -134,10 +128,10 @@ impl Store {
             .db
             .query_one(Statement::from_string(
                 DbBackend::Sqlite,
-                "PRAGMA synchronous",
+                format!("PRAGMA {name}"),
             ))
             .await?;
-        Ok(row.and_then(|r| r.try_get_by_index::<i64>(0).ok()))
+        Ok(row.and_then(|r| r.try_get_by_index::<T>(0).ok()))
     }
 }
 

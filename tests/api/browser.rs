@@ -164,14 +164,7 @@ async fn the_pay_page_shows_the_insurance_split_and_updates_without_reload(app: 
     assert_eq!(browser.text("#self-pay").await, "¥10.00");
     browser.wait_for_state("pending").await;
     // Paid elsewhere (another tab, a kiosk): the open page shows it on its own.
-    let (status, _) = crate::helpers::read(
-        app.client
-            .post(app.url(&format!("{link}/sandbox/pay")))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let (status, _) = crate::payments::sandbox_pay(&app, &link).await;
     assert_eq!(status, 200);
     browser.wait_for_state("succeeded").await;
     browser.stop().await;

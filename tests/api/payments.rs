@@ -74,6 +74,18 @@ pub async fn page_html(app: &TestApp, link: &str) -> String {
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Pays on the sandbox pay page, as the payer's tap does: `(status, view)`.
+pub async fn sandbox_pay(app: &TestApp, link: &str) -> (u16, Value) {
+    crate::helpers::read(
+        app.client
+            .post(app.url(&format!("{link}/sandbox/pay")))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .await
+}
+
 pub async fn state_of(app: &TestApp, instance: &str) -> String {
     let (_, body) = app.get(&format!("/api/v1/instances/{instance}")).await;
     text(&body, "state").to_owned()
@@ -121,14 +133,7 @@ async fn sandbox_payment_books_then_cancel_refunds(app: TestApp) {
 
     // Pay in the sandbox: the same path as a verified callback. Twice: once.
     for _ in 0..2 {
-        let (status, view) = crate::helpers::read(
-            app.client
-                .post(app.url(&format!("{link}/sandbox/pay")))
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("{e}")),
-        )
-        .await;
+        let (status, view) = sandbox_pay(&app, &link).await;
         assert_eq!(status, 200, "{view}");
         assert_eq!(view["state"], "succeeded");
     }
@@ -198,27 +203,13 @@ async fn a_payment_in_a_state_no_code_knows_is_an_error_not_a_default(app: TestA
         (500, "internal_error".to_owned()),
         "{body}"
     );
-    let (status, _) = crate::helpers::read(
-        app.client
-            .post(app.url(&format!("{link}/sandbox/pay")))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let (status, _) = sandbox_pay(&app, &link).await;
     assert_eq!(status, 500);
     app.advance(Duration::zero()).await;
     assert_eq!(state_of(&app, &instance).await, "awaiting_payment");
 
     set_state("pending").await;
-    let (status, view) = crate::helpers::read(
-        app.client
-            .post(app.url(&format!("{link}/sandbox/pay")))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let (status, view) = sandbox_pay(&app, &link).await;
     assert_eq!(
         (status, text(&view, "state")),
         (200, "succeeded".to_owned()),
@@ -906,14 +897,7 @@ async fn booked_room(
         message.contains("¥1176.00") && message.contains("豪华大床房"),
         "{message}"
     );
-    let (status, view) = crate::helpers::read(
-        app.client
-            .post(app.url(&format!("{link}/sandbox/pay")))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    )
-    .await;
+    let (status, view) = sandbox_pay(app, &link).await;
     assert_eq!(status, 200, "{view}");
     app.advance(Duration::zero()).await;
     assert_eq!(state_of(app, &instance).await, "confirmed");
