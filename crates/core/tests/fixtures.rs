@@ -123,6 +123,11 @@ states:
           template: follow_up_reminder
           channels: [inbox]
           retry: { max_attempts: 4, initial: 2s, max: 1m, multiplier: 3 }
+      - send:
+          to: patient
+          template: follow_up_reminder
+          channels: [inbox]
+          retry: { initial: 1m, max: 1m }
     on:
       done: over
   over: { final: completed }
