@@ -736,7 +736,6 @@ impl Runtime {
     /// Asks the provider for a recorded refund (the same `out_refund_no` on
     /// every try). A transient failure leaves it for the sweep.
     async fn send_refund(&self, refund: &RefundRow) -> Result<(), PaymentError> {
-        let now = self.now();
         let (payment, provider) = self.payment_of_refund(refund).await?;
         if refund.amount_fen == 0 {
             // Only the 医保 part: the hospital refunded it; WeChat Pay is told.
@@ -766,13 +765,7 @@ impl Runtime {
                 Ok(())
             }
             Err(error) if error.is_transient() => {
-                self.store
-                    .refund_check_later(
-                        &refund.out_refund_no,
-                        now + RETRY_QUERY_AFTER,
-                        Some(&error.to_string()),
-                        now,
-                    )
+                self.refund_retry_later(&refund.out_refund_no, &error)
                     .await?;
                 Ok(())
             }
@@ -781,6 +774,24 @@ impl Runtime {
                 Ok(self.refund_result(refund, "CLOSED", None).await?)
             }
         }
+    }
+
+    /// Asks about a refund again after `RETRY_QUERY_AFTER`, noting why the
+    /// last try failed.
+    async fn refund_retry_later(
+        &self,
+        out_refund_no: &str,
+        error: &(dyn std::fmt::Display + Sync),
+    ) -> Result<(), store::Error> {
+        let now = self.now();
+        self.store
+            .refund_check_later(
+                out_refund_no,
+                now + RETRY_QUERY_AFTER,
+                Some(&error.to_string()),
+                now,
+            )
+            .await
     }
 
     /// Tells WeChat Pay a refund's 医保 part was refunded through the
@@ -820,13 +831,7 @@ impl Runtime {
                 Ok(true)
             }
             Err(error) if error.is_transient() => {
-                self.store
-                    .refund_check_later(
-                        &refund.out_refund_no,
-                        now + RETRY_QUERY_AFTER,
-                        Some(&error.to_string()),
-                        now,
-                    )
+                self.refund_retry_later(&refund.out_refund_no, &error)
                     .await?;
                 Ok(false)
             }
@@ -1210,13 +1215,7 @@ impl Runtime {
                 _ => self.report_insurance_of(&refund).await,
             };
             if let Err(error) = outcome {
-                self.store
-                    .refund_check_later(
-                        &refund.out_refund_no,
-                        now + RETRY_QUERY_AFTER,
-                        Some(&error.to_string()),
-                        now,
-                    )
+                self.refund_retry_later(&refund.out_refund_no, &error)
                     .await?;
             }
         }
