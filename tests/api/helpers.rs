@@ -314,6 +314,19 @@ impl TestApp {
         body
     }
 
+    /// Runs one SQL statement on the test's database, as someone editing
+    /// rows by hand would (to corrupt a row on purpose).
+    pub async fn sql(&self, statement: &str) {
+        use sea_orm::ConnectionTrait;
+        let db = sea_orm::Database::connect(&self.database_url)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        db.execute_unprepared(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        db.close().await.ok();
+    }
+
     /// Moves the manual clock and lets timers and the outbox catch up.
     pub async fn advance(&self, by: chrono::Duration) {
         self.clock.advance(by);

@@ -149,18 +149,12 @@ storage_test!(sqlite_runs_in_wal_mode_with_durable_commits);
 /// A stored instance whose data is not JSON is an error, never read as
 /// `null` and stepped on: the event is refused and nothing changes.
 async fn a_corrupt_instance_row_is_an_error_not_a_default(app: TestApp) {
-    use sea_orm::ConnectionTrait;
     let started = app.start_follow_up("p-corrupt", None).await;
     let id = text(&started, "id");
-    let db = sea_orm::Database::connect(&app.database_url)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    db.execute_unprepared(&format!(
+    app.sql(&format!(
         "UPDATE instances SET data = 'not json' WHERE id = '{id}'"
     ))
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
-    db.close().await.ok();
+    .await;
     let (status, body) = app
         .post(
             &format!("/api/v1/instances/{id}/events"),

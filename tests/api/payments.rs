@@ -175,26 +175,13 @@ storage_test!(sandbox_payment_books_then_cancel_refunds);
 /// version) is an error wherever it is read: never taken as unpaid, never
 /// paid over. Put back, it pays as before.
 async fn a_payment_in_a_state_no_code_knows_is_an_error_not_a_default(app: TestApp) {
-    use sea_orm::ConnectionTrait;
     let (status, body) = app.deploy(&workflow("registration_payment")).await;
     assert!(status == 200 || status == 201, "{body}");
     let (instance, link) = start_registration(&app, "REGX", None).await;
-    let set_state = |state: &'static str| {
-        let url = app.database_url.clone();
-        let instance = instance.clone();
-        async move {
-            let db = sea_orm::Database::connect(&url)
-                .await
-                .unwrap_or_else(|e| panic!("{e}"));
-            db.execute_unprepared(&format!(
-                "UPDATE payments SET state = '{state}' WHERE instance_id = '{instance}'"
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-            db.close().await.ok();
-        }
+    let set_state = |state: &str| {
+        format!("UPDATE payments SET state = '{state}' WHERE instance_id = '{instance}'")
     };
-    set_state("paid").await;
+    app.sql(&set_state("paid")).await;
     let (status, body) = app
         .get(&format!("/api/v1/instances/{instance}/payments"))
         .await;
@@ -208,7 +195,7 @@ async fn a_payment_in_a_state_no_code_knows_is_an_error_not_a_default(app: TestA
     app.advance(Duration::zero()).await;
     assert_eq!(state_of(&app, &instance).await, "awaiting_payment");
 
-    set_state("pending").await;
+    app.sql(&set_state("pending")).await;
     let (status, view) = sandbox_pay(&app, &link).await;
     assert_eq!(
         (status, text(&view, "state")),
