@@ -27,6 +27,7 @@ pub enum Background {
 /// The application: the runtime, served over HTTP, with its background jobs.
 pub struct App {
     runtime: Arc<Runtime>,
+    sizing: crate::http::Sizing,
 }
 
 /// A started application.
@@ -41,7 +42,14 @@ impl App {
     pub fn new(options: Options) -> App {
         App {
             runtime: Arc::new(Runtime::new(options)),
+            sizing: crate::http::Sizing::default(),
         }
+    }
+
+    /// HTTP workers and the write requests admitted at once.
+    #[must_use]
+    pub fn sized(self, sizing: crate::http::Sizing) -> App {
+        App { sizing, ..self }
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -54,7 +62,7 @@ impl App {
     /// The listener cannot be used.
     pub fn start(&self, listener: TcpListener, background: Background) -> std::io::Result<Running> {
         let address = listener.local_addr()?;
-        let server = crate::http::server(self.runtime.clone(), listener)?;
+        let server = crate::http::server(self.runtime.clone(), listener, self.sizing)?;
         let (shutdown, stopped) = watch::channel(false);
         let jobs = match background {
             Background::Loops { tick } => self.runtime.spawn_jobs(tick, &stopped),

@@ -67,6 +67,10 @@ pub enum Command {
         #[command(subcommand)]
         command: MerchantsCommand,
     },
+    /// Measure o2flow over HTTP: the reference five-step flow on a fresh
+    /// SQLite file and PostgreSQL database, latency and saturation
+    /// (docs/PERFORMANCE.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -145,8 +149,26 @@ pub struct ServeArgs {
     pub webhook_secret_file: Option<PathBuf>,
     /// How long claimed timers and outbox rows stay with this process: after
     /// it dies, another process (or this one restarted) takes them over.
-    #[arg(long, env = "O2FLOW_CLAIM_LEASE", default_value = "30s", value_parser = parse_lease)]
+    /// Leases of work still running are renewed every third of it, so it
+    /// only bounds how long a node that died for good holds its work.
+    #[arg(long, env = "O2FLOW_CLAIM_LEASE", default_value = "10s", value_parser = parse_lease)]
     pub claim_lease: chrono::Duration,
+    /// This node's name in its claims (default: host name and --bind). Run
+    /// again under the same name after a crash, o2flow takes the work the
+    /// dead process had claimed back at once instead of waiting out its lease.
+    /// Two live processes must not share a name.
+    #[arg(long, env = "O2FLOW_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "O2FLOW_HTTP_WORKERS")]
+    pub http_workers: Option<usize>,
+    /// API write requests under way at most; past it o2flow answers 503
+    /// `overloaded` with `Retry-After` and changes nothing.
+    #[arg(long, env = "O2FLOW_MAX_IN_FLIGHT", default_value_t = crate::http::DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+    /// Database connections (default: 16 on PostgreSQL; SQLite has one).
+    #[arg(long, env = "O2FLOW_DB_CONNECTIONS")]
+    pub db_connections: Option<u32>,
     /// `system`, or `manual`: time stands still until an admin moves it
     /// (`POST /api/v1/clock/advance {"by": "24h"}`), so a flow with a 7-day
     /// expiry can be tried in seconds. Refused while any tenant is production.
@@ -457,6 +479,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Serve(args) => serve(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -596,6 +619,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         webhook_url,
         webhook_secret_file,
         claim_lease,
+        node_name,
+        http_workers,
+        max_in_flight,
+        db_connections,
         clock,
     } = args;
     let (bind, database_url, workflows, templates_dir) = (
@@ -631,9 +658,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         );
         return Ok(1);
     }
-    let store = Store::connect(database_url)
+    let node = node_name.unwrap_or_else(|| format!("{}:{bind}", host_name()));
+    let store = Store::connect_with(database_url, db_connections)
         .await
-        .with_context(|| format!("connecting to {database_url}"))?;
+        .with_context(|| format!("connecting to {database_url}"))?
+        .claiming_as(&node);
+    let taken = store.take_back_claims().await?;
+    if taken > 0 {
+        tracing::info!(node = %node, "took back {taken} claim(s) of this node's previous run");
+    }
     let listener = std::net::TcpListener::bind(bind).with_context(|| format!("binding {bind}"))?;
     let address = listener.local_addr()?;
     let public_url = public_url.unwrap_or_else(|| format!("http://{address}"));
@@ -647,6 +680,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
         webhook,
         lease: claim_lease,
         templates_dir: Some(templates_dir.to_path_buf()),
+        metrics_token: std::env::var("O2FLOW_METRICS_TOKEN")
+            .ok()
+            .filter(|token| !token.trim().is_empty()),
         ..Options::new(
             store.clone(),
             clock,
@@ -702,6 +738,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
             ""
         }
     );
+    let defaults = crate::http::Sizing::default();
+    let app = app.sized(crate::http::Sizing {
+        workers: http_workers.unwrap_or(defaults.workers),
+        max_in_flight,
+    });
     app.start(
         listener,
         crate::app::Background::Loops {
@@ -711,6 +752,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<i32> {
     .until_stopped()
     .await?;
     Ok(0)
+}
+
+/// This machine's name (Linux), or `localhost`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// A database URL without its password, for printing.

@@ -10,6 +10,8 @@
 //! See ARCHITECTURE.md for the invariants.
 
 pub mod app;
+pub mod bench;
+pub mod cache;
 pub mod channels;
 pub mod cli;
 pub mod endpoints;

@@ -13,6 +13,7 @@ mod m20261123_000007_create_payments;
 mod m20261201_000008_add_medical_insurance;
 mod m20261202_000009_create_message_templates;
 mod m20261202_000010_create_endpoints;
+mod m20261202_000011_add_claim_owner;
 
 pub struct Migrator;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000008_add_medical_insurance::Migration),
             Box::new(m20261202_000009_create_message_templates::Migration),
             Box::new(m20261202_000010_create_endpoints::Migration),
+            Box::new(m20261202_000011_add_claim_owner::Migration),
         ]
     }
 }

@@ -29,15 +29,47 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     /// Reads, scoped to the caller's tenant.
     pub reads: crate::store::Reads,
+    /// Write requests under way at most (`--max-in-flight`); past it the
+    /// API answers 503 `overloaded` with `Retry-After` and changes nothing.
+    pub admission: Arc<tokio::sync::Semaphore>,
 }
+
+/// How the HTTP side is sized.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizing {
+    /// actix worker threads.
+    pub workers: usize,
+    /// API write requests (POST) under way at most.
+    pub max_in_flight: usize,
+}
+
+impl Default for Sizing {
+    fn default() -> Sizing {
+        Sizing {
+            workers: std::thread::available_parallelism().map_or(2, std::num::NonZero::get),
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// Write requests under way at most, unless configured otherwise.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 
 /// Builds the HTTP server on an already bound listener (port 0 in tests).
 ///
 /// # Errors
 /// The listener cannot be used.
-pub fn server(runtime: Arc<Runtime>, listener: TcpListener) -> std::io::Result<Server> {
+pub fn server(
+    runtime: Arc<Runtime>,
+    listener: TcpListener,
+    sizing: Sizing,
+) -> std::io::Result<Server> {
     let reads = crate::store::Reads::new(runtime.store().clone());
-    let state = web::Data::new(AppState { runtime, reads });
+    let state = web::Data::new(AppState {
+        runtime,
+        reads,
+        admission: Arc::new(tokio::sync::Semaphore::new(sizing.max_in_flight.max(1))),
+    });
     let server = HttpServer::new(move || {
         App::new()
             .wrap(ErrorHandlers::new().default_handler(json_errors))
@@ -45,10 +77,43 @@ pub fn server(runtime: Arc<Runtime>, listener: TcpListener) -> std::io::Result<S
             .app_data(state.clone())
             .configure(routes::configure)
     })
-    .workers(2)
+    .workers(sizing.workers.max(1))
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// Sheds load past `--max-in-flight` write requests: 503 `overloaded`
+/// with `Retry-After: 1`, before anything is read or changed, instead of
+/// queueing without bound until connections drop. Reads (and long polls
+/// with `?wait=final`) are not counted.
+async fn admission(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::ResponseError;
+    if request.method() == actix_web::http::Method::GET {
+        return Ok(next.call(request).await?.map_into_left_body());
+    }
+    let permit = request
+        .app_data::<web::Data<AppState>>()
+        .and_then(|state| state.admission.clone().try_acquire_owned().ok());
+    let Some(permit) = permit else {
+        let mut response = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "o2flow is at capacity; nothing was changed: send the same request again after Retry-After",
+        )
+        .error_response();
+        response.headers_mut().insert(
+            actix_web::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        return Ok(request.into_response(response).map_into_right_body());
+    };
+    let response = next.call(request).await;
+    drop(permit);
+    Ok(response?.map_into_left_body())
 }
 
 /// Errors that actix answers itself (405, 413, …) get the same JSON shape

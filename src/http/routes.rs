@@ -30,6 +30,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         }))
         .app_data(web::PayloadConfig::default().limit(1 << 20))
         .route("/healthz", web::get().to(health::healthz))
+        .route("/metrics", web::get().to(health::metrics))
         .route(
             "/callbacks/wechatpay/{merchant}",
             web::post().to(payments::callback),
@@ -47,6 +48,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(super::admission))
                 .route("/workflows", web::post().to(workflows::deploy))
                 .route("/workflows", web::get().to(workflows::list))
                 .route("/workflows/{name}", web::get().to(workflows::get))

@@ -85,13 +85,48 @@ impl Runtime {
         } else {
             &self.wake
         };
+        let queues: Vec<store::claim::Queue> = jobs.iter().filter_map(|job| job.queue()).collect();
         loop {
+            // One read tells which queues have work now and when the next
+            // comes due; a pass runs only the jobs with work.
+            let now = self.now();
+            let heads = match self.store.queue_heads(&queues, now).await {
+                Ok(heads) => Some(heads),
+                Err(error) => {
+                    tracing::warn!("reading the queues' due times: {error}");
+                    None
+                }
+            };
+            let mut found = 0;
             for job in jobs {
-                if let Err(error) = self.run_job(*job).await {
-                    tracing::warn!("background job {job:?}: {error}");
+                let due = match (job.queue(), &heads) {
+                    (Some(queue), Some(heads)) => queues
+                        .iter()
+                        .position(|q| q.table == queue.table)
+                        .and_then(|i| heads[i])
+                        .is_some_and(|at| at <= now),
+                    _ => true,
+                };
+                if !due {
+                    continue;
+                }
+                match self.run_job(*job).await {
+                    Ok(n) => found += n,
+                    Err(error) => tracing::warn!("background job {job:?}: {error}"),
                 }
             }
-            let sleep = self.until_next_due(jobs, tick).await;
+            // Sleep until the next due time, at most a tick; a commit wakes
+            // the loop sooner. A pass that did work may have set new due
+            // times (a retry) or left work due (more than a batch), so they
+            // are read again. A pass that found nothing although a head was
+            // due (rows another transaction holds) waits for a later one.
+            let sleep = if found > 0 && !queues.is_empty() {
+                let now = self.now();
+                let heads = self.store.queue_heads(&queues, now).await.ok();
+                self.until_next_due(heads.as_deref(), now, tick, true)
+            } else {
+                self.until_next_due(heads.as_deref(), now, tick, false)
+            };
             tokio::select! {
                 () = woken.notified() => {}
                 () = tokio::time::sleep(sleep) => {}
@@ -102,24 +137,30 @@ impl Runtime {
         }
     }
 
-    /// How long a loop running `jobs` may sleep: until the earliest due
-    /// time among its queues, at most `tick`. So a 1 s timer fires about
+    /// How long a loop may sleep: until the earliest due time among its
+    /// queues' heads (not at all if one is due already and `due_now`), at
+    /// most `tick`. So a 1 s timer fires about
     /// when it is due, not up to a tick late. Under the manual clock time
     /// moves only when advanced, so the loop sleeps a tick.
-    async fn until_next_due(&self, jobs: &[Job], tick: std::time::Duration) -> std::time::Duration {
+    fn until_next_due(
+        &self,
+        heads: Option<&[Option<DateTime<Utc>>]>,
+        now: DateTime<Utc>,
+        tick: std::time::Duration,
+        due_now: bool,
+    ) -> std::time::Duration {
         if self.clock.manual().is_some() {
             return tick;
         }
-        let queues: Vec<store::claim::Queue> = jobs.iter().filter_map(|job| job.queue()).collect();
-        let now = self.now();
-        match self.store.next_due_in(&queues, now).await {
-            Ok(Some(at)) => (at - now).to_std().unwrap_or_default().min(tick),
-            Ok(None) => tick,
-            Err(error) => {
-                tracing::warn!("reading the next due time: {error}");
-                tick
-            }
-        }
+        heads
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .filter(|at| due_now || **at > now)
+            .min()
+            .map_or(tick, |at| {
+                (*at - now).to_std().unwrap_or_default().min(tick)
+            })
     }
 
     /// Spawns the background loops: schedules, timers and outbox in one,
@@ -134,7 +175,28 @@ impl Runtime {
         vec![
             tokio::spawn(self.clone().run_loop(&FLOW, tick, shutdown.clone())),
             tokio::spawn(self.clone().run_loop(&PAYMENTS, tick, shutdown.clone())),
+            tokio::spawn(self.clone().renew_loop(shutdown.clone())),
         ]
+    }
+
+    /// Renews the leases of the work this process is running, every third
+    /// of a lease, until `shutdown`.
+    async fn renew_loop(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let every = (self.lease / 3)
+            .to_std()
+            .unwrap_or_default()
+            .max(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => {
+                    if *shutdown.borrow() { return; }
+                }
+            }
+            if let Err(error) = self.store.renew_claims(self.now(), self.lease).await {
+                tracing::warn!("renewing claims: {error}");
+            }
+        }
     }
 
     /// Runs every job until none finds work: what tests call after moving

@@ -8,6 +8,7 @@
 mod effects;
 mod jobs;
 mod locks;
+pub mod metrics;
 mod migrate;
 mod payments;
 mod waiters;
@@ -99,10 +100,13 @@ pub struct Options {
     /// Where `templates` were loaded from: read again on every deploy, so
     /// template files added since the start are found. None: never again.
     pub templates_dir: Option<std::path::PathBuf>,
+    /// The bearer token `/metrics` asks for; none: only callers on this
+    /// machine (loopback) may read it.
+    pub metrics_token: Option<String>,
 }
 
 impl Options {
-    /// Options with the defaults: no webhook, a 30 s lease, the default retry policy.
+    /// Options with the defaults: no webhook, a 10 s lease, the default retry policy.
     pub fn new(
         store: Store,
         clock: Arc<dyn Clock>,
@@ -119,6 +123,7 @@ impl Options {
             lease: DEFAULT_LEASE,
             reconcile_every: DEFAULT_RECONCILE_EVERY,
             templates_dir: None,
+            metrics_token: None,
         }
     }
 }
@@ -178,8 +183,8 @@ pub struct Runtime {
     public_url: String,
     retry: RetryPolicy,
     definitions: RwLock<HashMap<i64, Arc<WorkflowDef>>>,
-    /// Woken on every commit: the loop of timers and outbox, and the
-    /// loop of payment checks.
+    /// The loop of timers and outbox, woken on every commit; the loop of
+    /// payment checks, woken when payment work is added (`wake`).
     wake: Notify,
     wake_payments: Notify,
     /// Callers waiting for instances to end.
@@ -196,8 +201,11 @@ pub struct Runtime {
     /// Requests with one Idempotency-Key, and events for one business key,
     /// run one at a time on this node.
     locks: locks::KeyedLocks,
-    /// Tenants' time zones, with when they were read.
-    zones: RwLock<HashMap<String, (std::time::Instant, chrono_tz::Tz)>>,
+    /// Tenants' time zones, read again after `ZONE_TTL`.
+    zones: crate::cache::TtlCache<chrono_tz::Tz>,
+    /// What `/metrics` shows.
+    metrics: metrics::Metrics,
+    metrics_token: Option<String>,
 }
 
 /// A template's name: a directory name under `templates/` as well.
@@ -250,9 +258,12 @@ const IN_FLIGHT: usize = 16;
 const BATCH: u64 = 256;
 const BATCH_LEN: usize = 256;
 
+/// A timer whose firing failed is tried again after this.
+const TIMER_RETRY: chrono::Duration = chrono::Duration::seconds(1);
+
 /// How long a claimed timer or outbox row stays with the process that
 /// claimed it, unless configured otherwise.
-pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(30);
+pub const DEFAULT_LEASE: chrono::Duration = chrono::Duration::seconds(10);
 
 impl Runtime {
     pub fn new(options: Options) -> Runtime {
@@ -278,8 +289,32 @@ impl Runtime {
             payments: payments::PaymentsState::default(),
             reconcile_every: options.reconcile_every,
             locks: locks::KeyedLocks::default(),
-            zones: RwLock::new(HashMap::new()),
+            zones: crate::cache::TtlCache::new(ZONE_TTL),
+            metrics: metrics::Metrics::new(),
+            metrics_token: options.metrics_token,
         }
+    }
+
+    /// The bearer token `/metrics` asks for, if one is configured.
+    pub fn metrics_token(&self) -> Option<&str> {
+        self.metrics_token.as_deref()
+    }
+
+    /// One instance's turn on this node: held from reading it to
+    /// committing its transition.
+    async fn instance_turn(&self, tenant_id: &str, instance_id: &str) -> locks::KeyGuard<'_> {
+        self.locks
+            .lock(format!("{tenant_id}\ninstance\n{instance_id}"))
+            .await
+    }
+
+    /// The metrics in Prometheus text format, with the backlog read now.
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let backlog = self.store.backlog(self.now()).await?;
+        Ok(self.metrics.render(backlog))
     }
 
     /// The HTTP client of requests to endpoints (`call` steps and the
@@ -296,8 +331,15 @@ impl Runtime {
 
     /// An instance's change was committed: wakes the background loops, and
     /// whoever waits for it to end when it has.
-    fn committed(&self, instance: &InstanceRow) {
-        self.wake();
+    ///
+    /// Only the flow loop is woken: payment work is done inline (orders,
+    /// refunds, callbacks) or due minutes later, which the payment loop's
+    /// tick finds; waking it on every commit cost three reads each time.
+    /// `was` is the instance's status before (`None` for a start).
+    fn committed(&self, instance: &InstanceRow, was: Option<&str>) {
+        self.metrics
+            .transition(&instance.workflow, was, &instance.status);
+        self.wake.notify_one();
         if instance.status != engine::Status::Active.as_str() {
             self.waiters.ended(&instance.id);
         }
@@ -503,9 +545,7 @@ impl Runtime {
         {
             return Err(Error::TenantNotFound(tenant_id.to_owned()));
         }
-        if let Ok(mut zones) = self.zones.write() {
-            zones.remove(tenant_id);
-        }
+        self.zones.forget(tenant_id);
         let mut definitions: Vec<i64> = self
             .store
             .schedules(tenant_id)
@@ -533,13 +573,7 @@ impl Runtime {
     /// `ZONE_TTL`, so a change made by another process (`o2flow tenants
     /// set-time-zone`) is seen within that.
     async fn tenant_zone(&self, tenant_id: &str) -> Result<chrono_tz::Tz, Error> {
-        let cached = self
-            .zones
-            .read()
-            .ok()
-            .and_then(|zones| zones.get(tenant_id).copied())
-            .filter(|(at, _)| at.elapsed() < ZONE_TTL);
-        if let Some((_, zone)) = cached {
+        if let Some(zone) = self.zones.get(tenant_id) {
             return Ok(zone);
         }
         let zone = self
@@ -548,9 +582,7 @@ impl Runtime {
             .await?
             .and_then(|t| t.time_zone.parse().ok())
             .unwrap_or(chrono_tz::Asia::Shanghai);
-        if let Ok(mut zones) = self.zones.write() {
-            zones.insert(tenant_id.to_owned(), (std::time::Instant::now(), zone));
-        }
+        self.zones.put(tenant_id, zone);
         Ok(zone)
     }
 
@@ -740,7 +772,7 @@ impl Runtime {
         match inserted {
             Ok(instance) => {
                 tracing::info!(instance.id = %id, workflow.name = %row.name, state = %instance.state, "started instance {id}");
-                self.committed(&instance);
+                self.committed(&instance, None);
                 Ok((self.after_commit(instance).await?, true))
             }
             Err(error) => match self.replay_start(tenant_id, &request).await? {
@@ -909,6 +941,9 @@ impl Runtime {
         origin: Origin,
     ) -> Result<EventResult, Error> {
         for _ in 0..MAX_CONFLICT_RETRIES {
+            // Events and timers of one instance take turns on this node, so
+            // they never conflict here; across nodes the revision decides.
+            let turn = self.instance_turn(tenant_id, instance_id).await;
             let current = self
                 .store
                 .instance(tenant_id, instance_id)
@@ -958,9 +993,11 @@ impl Runtime {
                 idempotency: record.as_ref(),
                 consume,
             };
-            match self.store.commit(&current, &transition, extras, now).await {
+            let committed = self.store.commit(&current, &transition, extras, now).await;
+            drop(turn);
+            match committed {
                 Ok(instance) => {
-                    self.committed(&instance);
+                    self.committed(&instance, Some(&current.status));
                     if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&instance, &def, &transition).await?;
                     }
@@ -1207,11 +1244,12 @@ impl Runtime {
             Ok(()) => Ok(true),
             Err(error) => {
                 tracing::warn!(timer.id = timer.id, instance.id = %timer.instance_id, "timer {} failed: {error}", timer.id);
-                // Give the claim back (a PostgreSQL deadlock between two
-                // timers of one instance, a lost connection): the next pass
-                // tries again, not only the next process after the lease.
-                // Counted as work done, so `settle` makes that next pass.
-                self.store.release_timer(timer.id).await?;
+                // Give the claim back (a lost connection, a failed group
+                // commit): tried again in a second, not only by the next
+                // process after the lease, and not in a busy loop.
+                self.store
+                    .release_timer(timer.id, self.now() + TIMER_RETRY)
+                    .await?;
                 Ok(true)
             }
         }
@@ -1223,6 +1261,9 @@ impl Runtime {
             index: usize::try_from(timer.timer_index).unwrap_or(usize::MAX),
         };
         for _ in 0..MAX_CONFLICT_RETRIES {
+            let turn = self
+                .instance_turn(&timer.tenant_id, &timer.instance_id)
+                .await;
             let Some(current) = self
                 .store
                 .instance(&timer.tenant_id, &timer.instance_id)
@@ -1254,7 +1295,7 @@ impl Runtime {
                     }],
                 },
             };
-            match self
+            let committed = self
                 .store
                 .commit(
                     &current,
@@ -1265,10 +1306,13 @@ impl Runtime {
                     },
                     now,
                 )
-                .await
-            {
+                .await;
+            drop(turn);
+            match committed {
                 Ok(row) => {
-                    self.committed(&row);
+                    self.committed(&row, Some(&current.status));
+                    self.metrics
+                        .timer_fired(now - store::from_ms(timer.due_at_ms));
                     if transition.applied && current.status == engine::Status::Active.as_str() {
                         self.check_money_held(&row, &def, &transition).await?;
                     }
@@ -1334,6 +1378,7 @@ impl Runtime {
             // Retrying cannot help: no further attempt.
             Err(Failure::Permanent(message)) => (message, None),
         };
+        self.metrics.effect_failed(&row.kind, retry_at.is_none());
         self.store
             .outbox_attempt_failed(row, &message, retry_at, now)
             .await?;
@@ -1492,6 +1537,15 @@ impl Runtime {
             }
             detail
         };
+        let channel = match &completion {
+            Completion::Delivered(Delivered::Inbox { .. }) => "inbox",
+            Completion::Delivered(Delivered::Sent { detail }) => {
+                detail["channel"].as_str().unwrap_or("other")
+            }
+            _ => "",
+        }
+        .to_owned();
+        let done = !matches!(completion, Completion::Postponed { .. });
         let recorded = match completion {
             Completion::Done(detail) => self
                 .store
@@ -1519,6 +1573,10 @@ impl Runtime {
                 .await
                 .map(|()| false),
         };
+        if done && recorded.is_ok() {
+            self.metrics
+                .effect_done(&row.kind, &channel, now - store::from_ms(row.created_at_ms));
+        }
         recorded.map_err(|e| Failure::Transient(e.to_string()))
     }
 }

@@ -70,13 +70,17 @@ impl Store {
     ///
     /// # Errors
     /// A database error.
-    pub(crate) async fn claim<E: EntityTrait>(
+    pub(crate) async fn claim<E>(
         &self,
         queue: Queue,
         now: DateTime<Utc>,
         lease: chrono::Duration,
         limit: u64,
-    ) -> Result<Vec<E::Model>> {
+    ) -> Result<Vec<E::Model>>
+    where
+        E: EntityTrait,
+        E::Model: Send + 'static,
+    {
         let Queue {
             table,
             key,
@@ -103,7 +107,7 @@ impl Store {
             _ => "",
         };
         let sql = format!(
-            "UPDATE {table} SET locked_until_ms = $1 WHERE {key} IN (\
+            "UPDATE {table} SET locked_until_ms = $1, claimed_by = $4 WHERE {key} IN (\
              SELECT {key} FROM {table} WHERE {open} AND {due} <= $2 \
              AND (locked_until_ms IS NULL OR locked_until_ms <= $2) \
              ORDER BY {due}, {key} LIMIT $3{skip_locked}) RETURNING *"
@@ -112,11 +116,161 @@ impl Store {
             ms(now + lease).into(),
             ms(now).into(),
             i64::try_from(limit).unwrap_or(i64::MAX).into(),
+            self.claim_owner().into(),
         ];
-        Ok(E::find()
-            .from_raw_sql(Statement::from_sql_and_values(self.backend(), sql, values))
-            .all(&self.db)
-            .await?)
+        let statement = Statement::from_sql_and_values(self.backend(), sql, values);
+        // A claim is a write: it shares the next group commit.
+        self.write("", move |txn| {
+            Box::pin(async move { Ok(E::find().from_raw_sql(statement).all(txn).await?) })
+        })
+        .await
+    }
+
+    /// Gives back the claims an earlier process of this node still holds
+    /// (it died: this is its restart), so its work runs now instead of
+    /// after the lease. Returns how many rows were given back.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn take_back_claims(&self) -> Result<u64> {
+        let owner = self.claim_owner();
+        let node = owner.rsplit_once('/').map_or(owner, |(node, _)| node);
+        let prefix = format!("{node}/");
+        let mut taken = 0;
+        for Queue { table, .. } in QUEUES {
+            let sql = format!(
+                "UPDATE {table} SET locked_until_ms = NULL, claimed_by = NULL \
+                 WHERE substr(claimed_by, 1, CAST($1 AS INTEGER)) = $2 AND claimed_by <> $3"
+            );
+            let done = self
+                .db
+                .execute(Statement::from_sql_and_values(
+                    self.backend(),
+                    sql,
+                    [
+                        i64::try_from(prefix.chars().count())
+                            .unwrap_or(i64::MAX)
+                            .into(),
+                        prefix.clone().into(),
+                        owner.into(),
+                    ],
+                ))
+                .await?;
+            taken += done.rows_affected();
+        }
+        Ok(taken)
+    }
+
+    /// Renews the leases of the work this process still runs (claimed by
+    /// it, still open and due), so a short lease is safe for long work.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn renew_claims(&self, now: DateTime<Utc>, lease: chrono::Duration) -> Result<u64> {
+        let mut renewed = 0;
+        for Queue {
+            table, due, open, ..
+        } in QUEUES
+        {
+            let sql = format!(
+                "UPDATE {table} SET locked_until_ms = $1 WHERE claimed_by = $2 \
+                 AND locked_until_ms > $3 AND {open} AND {due} <= $3"
+            );
+            let done = self
+                .db
+                .execute(Statement::from_sql_and_values(
+                    self.backend(),
+                    sql,
+                    [
+                        ms(now + lease).into(),
+                        self.claim_owner().into(),
+                        ms(now).into(),
+                    ],
+                ))
+                .await?;
+            renewed += done.rows_affected();
+        }
+        Ok(renewed)
+    }
+
+    /// For each queue, when its earliest row that no process holds comes
+    /// due (already, or later), in one read: what a background loop asks
+    /// between passes, instead of a probe and a minimum per queue.
+    ///
+    /// # Errors
+    /// A database error.
+    pub(crate) async fn queue_heads(
+        &self,
+        queues: &[Queue],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<DateTime<Utc>>>> {
+        if queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let heads: Vec<String> = queues
+            .iter()
+            .map(
+                |Queue {
+                     table, due, open, ..
+                 }| {
+                    format!(
+                        "(SELECT MIN({due}) FROM {table} WHERE {open} \
+                     AND (locked_until_ms IS NULL OR locked_until_ms <= $1))"
+                    )
+                },
+            )
+            .collect();
+        let sql = format!("SELECT {}", heads.join(", "));
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [ms(now).into()],
+            ))
+            .await?;
+        Ok((0..queues.len())
+            .map(|i| {
+                row.as_ref()
+                    .and_then(|r| r.try_get_by_index::<Option<i64>>(i).ok().flatten())
+                    .map(from_ms)
+            })
+            .collect())
+    }
+
+    /// The backlog `/metrics` shows: pending effects, those due now, armed
+    /// timers; one read.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn backlog(&self, now: DateTime<Utc>) -> Result<crate::runtime::metrics::Backlog> {
+        let Queue {
+            table, due, open, ..
+        } = OUTBOX;
+        let sql = format!(
+            "SELECT (SELECT COUNT(*) FROM {table} WHERE {open}), \
+             (SELECT COUNT(*) FROM {table} WHERE {open} AND {due} <= $1), \
+             (SELECT COUNT(*) FROM {timers})",
+            timers = TIMERS.table
+        );
+        let row = self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [ms(now).into()],
+            ))
+            .await?;
+        let at = |i: usize| {
+            row.as_ref()
+                .and_then(|r| r.try_get_by_index::<i64>(i).ok())
+                .unwrap_or(0)
+        };
+        Ok(crate::runtime::metrics::Backlog {
+            outbox_pending: at(0),
+            outbox_due: at(1),
+            timers_pending: at(2),
+        })
     }
 
     /// The earliest time after `now` at which any background work comes

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 
 use super::entities::{correlated_events, history, idempotency_keys, instances, outbox, timers};
@@ -26,7 +26,6 @@ impl Store {
         idempotency: Option<&IdempotencyRecord>,
         now: DateTime<Utc>,
     ) -> Result<InstanceRow> {
-        let txn = self.db.begin().await?;
         let row = instances::ActiveModel {
             id: Set(new.id.to_owned()),
             tenant_id: Set(new.tenant_id.to_owned()),
@@ -47,17 +46,22 @@ impl Store {
             ended_at_ms: Set(transition.status.is_final().then(|| ms(now))),
             parent_id: Set(new.parent_id.map(str::to_owned)),
         };
-        instances::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await?;
-        write_consequences(&txn, new.tenant_id, new.id, 0, transition, now).await?;
-        if let Some(record) = idempotency {
-            insert_idempotency(&txn, new.tenant_id, record, now).await?;
-        }
-        txn.commit().await?;
-        self.instance(new.tenant_id, new.id)
-            .await?
-            .ok_or(Error::Conflict)
+        let (tenant_id, id) = (new.tenant_id.to_owned(), new.id.to_owned());
+        let transition = transition.clone();
+        let idempotency = idempotency.cloned();
+        self.write(new.id, move |txn| {
+            Box::pin(async move {
+                let row = instances::Entity::insert(row)
+                    .exec_with_returning(txn)
+                    .await?;
+                write_consequences(txn, &tenant_id, &id, 0, &transition, now).await?;
+                if let Some(record) = &idempotency {
+                    insert_idempotency(txn, &tenant_id, record, now).await?;
+                }
+                Ok(row)
+            })
+        })
+        .await
     }
 
     /// Commits a transition if the instance is still at `revision`.
@@ -75,97 +79,27 @@ impl Store {
         extras: CommitExtras<'_>,
         now: DateTime<Utc>,
     ) -> Result<InstanceRow> {
-        let txn = self.db.begin().await?;
-        if let Some(timer_id) = extras.fired_timer {
-            let deleted = timers::Entity::delete_by_id(timer_id).exec(&txn).await?;
-            if deleted.rows_affected != 1 {
-                txn.rollback().await?;
-                return Err(Error::Conflict);
-            }
-        }
-        if let Some(message_id) = extras.consume {
-            let taken = correlated_events::Entity::update_many()
-                .col_expr(
-                    correlated_events::Column::Status,
-                    Expr::value(super::KeptEventStatus::Delivered),
+        let current = current.clone();
+        let transition = transition.clone();
+        let fired_timer = extras.fired_timer;
+        let consume = extras.consume.map(str::to_owned);
+        let idempotency = extras.idempotency.cloned();
+        let order = current.id.clone();
+        self.write(&order, move |txn| {
+            Box::pin(async move {
+                commit_in(
+                    txn,
+                    &current,
+                    &transition,
+                    fired_timer,
+                    consume.as_deref(),
+                    idempotency.as_ref(),
+                    now,
                 )
-                .col_expr(
-                    correlated_events::Column::DeliveredAtMs,
-                    Expr::value(ms(now)),
-                )
-                .col_expr(
-                    correlated_events::Column::DeliveredTo,
-                    Expr::value(current.id.clone()),
-                )
-                .filter(correlated_events::Column::TenantId.eq(&current.tenant_id))
-                .filter(correlated_events::Column::MessageId.eq(message_id))
-                .filter(correlated_events::Column::Status.eq(super::KeptEventStatus::Pending))
-                .exec(&txn)
-                .await?;
-            if taken.rows_affected != 1 {
-                txn.rollback().await?;
-                return Err(Error::Consumed);
-            }
-        }
-        let idempotency = extras.idempotency;
-        // History rows are numbered from what the update returns, not from
-        // the row as read: an effect's result appended meanwhile
-        // (`append_history`) takes its number without bumping the revision,
-        // so it never makes a transition conflict.
-        let added = i64::try_from(transition.history.len()).unwrap_or(0);
-        let mut update = instances::Entity::update_many()
-            .col_expr(
-                instances::Column::Revision,
-                Expr::value(current.revision + 1),
-            )
-            .col_expr(
-                instances::Column::HistoryLen,
-                Expr::col(instances::Column::HistoryLen).add(added),
-            )
-            .col_expr(instances::Column::UpdatedAtMs, Expr::value(ms(now)))
-            .filter(instances::Column::Id.eq(&current.id))
-            .filter(instances::Column::Revision.eq(current.revision));
-        if transition.applied {
-            update = update
-                .col_expr(
-                    instances::Column::State,
-                    Expr::value(transition.state.clone()),
-                )
-                .col_expr(
-                    instances::Column::Status,
-                    Expr::value(transition.status.as_str()),
-                )
-                .col_expr(
-                    instances::Column::Data,
-                    Expr::value(transition.data.to_string()),
-                )
-                .col_expr(
-                    instances::Column::EntrySeq,
-                    Expr::value(transition.entry_seq),
-                );
-            if transition.status.is_final() && current.ended_at_ms.is_none() {
-                update = update.col_expr(instances::Column::EndedAtMs, Expr::value(ms(now)));
-            }
-        }
-        let Some(row) = update.exec_with_returning(&txn).await?.into_iter().next() else {
-            txn.rollback().await?;
-            return Err(Error::Conflict);
-        };
-        write_consequences(
-            &txn,
-            &current.tenant_id,
-            &current.id,
-            row.history_len - added,
-            transition,
-            now,
-        )
-        .await?;
-        if let Some(record) = idempotency {
-            insert_idempotency(&txn, &current.tenant_id, record, now).await?;
-        }
-        txn.commit().await?;
-        // The row as committed (returned by the update), not read back.
-        Ok(row)
+                .await
+            })
+        })
+        .await
     }
 
     /// # Errors
@@ -225,6 +159,103 @@ impl Store {
             .all(&self.db)
             .await?)
     }
+}
+
+/// The writes of `Store::commit`, on the group commit's transaction.
+async fn commit_in(
+    txn: &DatabaseTransaction,
+    current: &InstanceRow,
+    transition: &Transition,
+    fired_timer: Option<i64>,
+    consume: Option<&str>,
+    idempotency: Option<&IdempotencyRecord>,
+    now: DateTime<Utc>,
+) -> Result<InstanceRow> {
+    if let Some(timer_id) = fired_timer {
+        let deleted = timers::Entity::delete_by_id(timer_id).exec(txn).await?;
+        if deleted.rows_affected != 1 {
+            return Err(Error::Conflict);
+        }
+    }
+    if let Some(message_id) = consume {
+        let taken = correlated_events::Entity::update_many()
+            .col_expr(
+                correlated_events::Column::Status,
+                Expr::value(super::KeptEventStatus::Delivered),
+            )
+            .col_expr(
+                correlated_events::Column::DeliveredAtMs,
+                Expr::value(ms(now)),
+            )
+            .col_expr(
+                correlated_events::Column::DeliveredTo,
+                Expr::value(current.id.clone()),
+            )
+            .filter(correlated_events::Column::TenantId.eq(&current.tenant_id))
+            .filter(correlated_events::Column::MessageId.eq(message_id))
+            .filter(correlated_events::Column::Status.eq(super::KeptEventStatus::Pending))
+            .exec(txn)
+            .await?;
+        if taken.rows_affected != 1 {
+            return Err(Error::Consumed);
+        }
+    }
+    // History rows are numbered from what the update returns, not from
+    // the row as read: an effect's result appended meanwhile
+    // (`append_history`) takes its number without bumping the revision,
+    // so it never makes a transition conflict.
+    let added = i64::try_from(transition.history.len()).unwrap_or(0);
+    let mut update = instances::Entity::update_many()
+        .col_expr(
+            instances::Column::Revision,
+            Expr::value(current.revision + 1),
+        )
+        .col_expr(
+            instances::Column::HistoryLen,
+            Expr::col(instances::Column::HistoryLen).add(added),
+        )
+        .col_expr(instances::Column::UpdatedAtMs, Expr::value(ms(now)))
+        .filter(instances::Column::Id.eq(&current.id))
+        .filter(instances::Column::Revision.eq(current.revision));
+    if transition.applied {
+        update = update
+            .col_expr(
+                instances::Column::State,
+                Expr::value(transition.state.clone()),
+            )
+            .col_expr(
+                instances::Column::Status,
+                Expr::value(transition.status.as_str()),
+            )
+            .col_expr(
+                instances::Column::Data,
+                Expr::value(transition.data.to_string()),
+            )
+            .col_expr(
+                instances::Column::EntrySeq,
+                Expr::value(transition.entry_seq),
+            );
+        if transition.status.is_final() && current.ended_at_ms.is_none() {
+            update = update.col_expr(instances::Column::EndedAtMs, Expr::value(ms(now)));
+        }
+    }
+    let Some(row) = update.exec_with_returning(txn).await?.into_iter().next() else {
+        return Err(Error::Conflict);
+    };
+    write_consequences(
+        txn,
+        &current.tenant_id,
+        &current.id,
+        row.history_len - added,
+        transition,
+        now,
+    )
+    .await?;
+    if let Some(record) = idempotency {
+        insert_idempotency(txn, &current.tenant_id, record, now).await?;
+    }
+    // The row as committed (returned by the update), not read back.
+    Ok(row)
 }
 
 pub(super) async fn insert_idempotency(

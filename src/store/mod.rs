@@ -11,6 +11,7 @@ mod correlation;
 mod definitions;
 mod endpoints;
 pub mod entities;
+mod group;
 mod idempotency;
 mod incidents;
 mod instances;
@@ -46,6 +47,8 @@ pub enum Error {
     Corrupt(String),
     #[error("the kept event was already delivered")]
     Consumed,
+    #[error("the group commit failed: {0}")]
+    Commit(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -54,7 +57,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: DatabaseConnection,
+    group: std::sync::Arc<group::Group>,
+    /// Who this process's claims are held by: `<node>/<boot>`.
+    owner: std::sync::Arc<str>,
 }
+
+/// Committer tasks on PostgreSQL (SQLite has one writer, so one).
+const POSTGRES_COMMITTERS: usize = 4;
 
 impl Store {
     /// Connects, creating an SQLite file on first use (WAL mode), and runs
@@ -63,6 +72,15 @@ impl Store {
     /// # Errors
     /// The database cannot be reached, or a migration fails.
     pub async fn connect(url: &str) -> Result<Store> {
+        Store::connect_with(url, None).await
+    }
+
+    /// `connect`, with `connections` to PostgreSQL (default 16; SQLite
+    /// always has one).
+    ///
+    /// # Errors
+    /// As `connect`.
+    pub async fn connect_with(url: &str, connections: Option<u32>) -> Result<Store> {
         let url = normalize_url(url);
         let mut options = ConnectOptions::new(url.clone());
         options.sqlx_logging(false);
@@ -71,7 +89,9 @@ impl Store {
             // transactions from tripping over each other's locks.
             options.max_connections(1).min_connections(1);
         } else {
-            options.max_connections(16).min_connections(1);
+            options
+                .max_connections(connections.unwrap_or(16).max(2))
+                .min_connections(1);
         }
         let db = Database::connect(options).await?;
         if db.get_database_backend() == DbBackend::Sqlite {
@@ -89,7 +109,37 @@ impl Store {
         }
         use migrations::MigratorTrait;
         migrations::Migrator::up(&db, None).await?;
-        Ok(Store { db })
+        // Committers hold connections while they commit: at most a quarter
+        // of the pool, so reads always find one.
+        let committers = match db.get_database_backend() {
+            DbBackend::Postgres => POSTGRES_COMMITTERS
+                .min(connections.unwrap_or(16) as usize / 4)
+                .max(1),
+            _ => 1,
+        };
+        let group = std::sync::Arc::new(group::Group::start(&db, committers));
+        let store = Store {
+            db,
+            group,
+            owner: std::sync::Arc::from(""),
+        };
+        Ok(store.claiming_as("o2flow"))
+    }
+
+    /// The same store, its claims held as `<node>/<a new boot id>`: a
+    /// process restarted under the same node name recognises its
+    /// predecessor's claims (`take_back_claims`).
+    #[must_use]
+    pub fn claiming_as(&self, node: &str) -> Store {
+        Store {
+            owner: std::sync::Arc::from(format!("{node}/{}", uuid::Uuid::now_v7()).as_str()),
+            ..self.clone()
+        }
+    }
+
+    /// Who this store's claims are held by.
+    pub fn claim_owner(&self) -> &str {
+        &self.owner
     }
 
     pub fn backend(&self) -> DbBackend {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, TransactionTrait,
+    QuerySelect,
 };
 
 use super::entities::{inbox_messages, outbox};
@@ -73,8 +73,7 @@ impl Store {
         body: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
-        inbox_messages::Entity::insert(inbox_messages::ActiveModel {
+        let message = inbox_messages::ActiveModel {
             tenant_id: Set(row.tenant_id.clone()),
             party_id: Set(party_id.to_owned()),
             instance_id: Set(row.instance_id.clone()),
@@ -84,25 +83,30 @@ impl Store {
             body: Set(body.to_owned()),
             created_at_ms: Set(ms(now)),
             ..Default::default()
+        };
+        let row = row.clone();
+        self.write(&row.instance_id.clone(), move |txn| {
+            Box::pin(async move {
+                inbox_messages::Entity::insert(message)
+                    .on_conflict(
+                        OnConflict::column(inbox_messages::Column::EffectKey)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .exec_without_returning(txn)
+                    .await?;
+                finish_outbox(txn, &row, OutboxStatus::Done, None, now).await?;
+                append_history(
+                    txn,
+                    &row.instance_id,
+                    "effect_done",
+                    &serde_json::json!({"effect": row.kind, "key": row.effect_key, "channel": "inbox", "attempt": row.attempts + 1}),
+                    now,
+                )
+                .await
+            })
         })
-        .on_conflict(
-            OnConflict::column(inbox_messages::Column::EffectKey)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await?;
-        finish_outbox(&txn, row, OutboxStatus::Done, None, now).await?;
-        append_history(
-            &txn,
-            &row.instance_id,
-            "effect_done",
-            &serde_json::json!({"effect": row.kind, "key": row.effect_key, "channel": "inbox", "attempt": row.attempts + 1}),
-            now,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(())
+        .await
     }
 
     /// Marks an outbox row done and records it in the instance's history.
@@ -115,11 +119,14 @@ impl Store {
         detail: &serde_json::Value,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
-        finish_outbox(&txn, row, OutboxStatus::Done, None, now).await?;
-        append_history(&txn, &row.instance_id, "effect_done", detail, now).await?;
-        txn.commit().await?;
-        Ok(())
+        let (row, detail) = (row.clone(), detail.clone());
+        self.write(&row.instance_id.clone(), move |txn| {
+            Box::pin(async move {
+                finish_outbox(txn, &row, OutboxStatus::Done, None, now).await?;
+                append_history(txn, &row.instance_id, "effect_done", &detail, now).await
+            })
+        })
+        .await
     }
 
     /// Records a failed attempt: retried at `retry_at`, or failed for good
@@ -134,33 +141,38 @@ impl Store {
         retry_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
-        match retry_at {
-            Some(at) => {
-                outbox::Entity::update_many()
-                    .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
-                    .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
-                    .col_expr(outbox::Column::LastError, Expr::value(error.to_owned()))
-                    .col_expr(
-                        outbox::Column::LockedUntilMs,
-                        Expr::value(Option::<i64>::None),
-                    )
-                    .filter(outbox::Column::Id.eq(row.id))
-                    .exec(&txn)
-                    .await?;
-            }
-            None => finish_outbox(&txn, row, OutboxStatus::Failed, Some(error), now).await?,
-        }
-        append_history(
-            &txn,
-            &row.instance_id,
-            "effect_failed",
-            &serde_json::json!({"effect": row.kind, "key": row.effect_key, "attempt": row.attempts + 1, "error": error, "will_retry": retry_at.is_some()}),
-            now,
-        )
-        .await?;
-        txn.commit().await?;
-        Ok(())
+        let (row, error) = (row.clone(), error.to_owned());
+        self.write(&row.instance_id.clone(), move |txn| {
+            Box::pin(async move {
+                match retry_at {
+                    Some(at) => {
+                        outbox::Entity::update_many()
+                            .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
+                            .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
+                            .col_expr(outbox::Column::LastError, Expr::value(error.clone()))
+                            .col_expr(
+                                outbox::Column::LockedUntilMs,
+                                Expr::value(Option::<i64>::None),
+                            )
+                            .filter(outbox::Column::Id.eq(row.id))
+                            .exec(txn)
+                            .await?;
+                    }
+                    None => {
+                        finish_outbox(txn, &row, OutboxStatus::Failed, Some(&error), now).await?;
+                    }
+                }
+                append_history(
+                    txn,
+                    &row.instance_id,
+                    "effect_failed",
+                    &serde_json::json!({"effect": row.kind, "key": row.effect_key, "attempt": row.attempts + 1, "error": error, "will_retry": retry_at.is_some()}),
+                    now,
+                )
+                .await
+            })
+        })
+        .await
     }
 
     /// Offers a pending outbox row again at `at` without counting an
@@ -175,29 +187,33 @@ impl Store {
         note: &str,
         now: DateTime<Utc>,
     ) -> Result<()> {
-        let txn = self.db.begin().await?;
-        outbox::Entity::update_many()
-            .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
-            .col_expr(outbox::Column::LastError, Expr::value(note.to_owned()))
-            .col_expr(
-                outbox::Column::LockedUntilMs,
-                Expr::value(Option::<i64>::None),
-            )
-            .filter(outbox::Column::Id.eq(row.id))
-            .exec(&txn)
-            .await?;
-        if row.last_error.as_deref() != Some(note) {
-            append_history(
-                &txn,
-                &row.instance_id,
-                "effect_postponed",
-                &serde_json::json!({"effect": row.kind, "key": row.effect_key, "reason": note}),
-                now,
-            )
-            .await?;
-        }
-        txn.commit().await?;
-        Ok(())
+        let (row, note) = (row.clone(), note.to_owned());
+        self.write(&row.instance_id.clone(), move |txn| {
+            Box::pin(async move {
+                outbox::Entity::update_many()
+                    .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
+                    .col_expr(outbox::Column::LastError, Expr::value(note.clone()))
+                    .col_expr(
+                        outbox::Column::LockedUntilMs,
+                        Expr::value(Option::<i64>::None),
+                    )
+                    .filter(outbox::Column::Id.eq(row.id))
+                    .exec(txn)
+                    .await?;
+                if row.last_error.as_deref() != Some(note.as_str()) {
+                    append_history(
+                        txn,
+                        &row.instance_id,
+                        "effect_postponed",
+                        &serde_json::json!({"effect": row.kind, "key": row.effect_key, "reason": note}),
+                        now,
+                    )
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// A party's web inbox, newest first.

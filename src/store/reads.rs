@@ -16,14 +16,24 @@ use super::{
 #[derive(Clone)]
 pub struct Reads {
     store: Store,
+    /// Valid API keys by hash, for `KEY_TTL`: a key is read once, not on
+    /// every request. An unknown key is never cached, so a new one works
+    /// at once.
+    keys: std::sync::Arc<crate::cache::TtlCache<(String, String)>>,
 }
+
+/// How long a valid API key is trusted without reading it again.
+const KEY_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A payment with its refunds.
 pub type PaymentWithRefunds = (PaymentRow, Vec<RefundRow>);
 
 impl Reads {
     pub fn new(store: Store) -> Reads {
-        Reads { store }
+        Reads {
+            store,
+            keys: std::sync::Arc::new(crate::cache::TtlCache::new(KEY_TTL)),
+        }
     }
 
     /// `(tenant, role)` of an API key.
@@ -31,7 +41,15 @@ impl Reads {
     /// # Errors
     /// A database error.
     pub async fn authenticate(&self, key: &str) -> Result<Option<(String, String)>> {
-        self.store.authenticate(key).await
+        let hash = super::sha256_hex(key.as_bytes());
+        if let Some(found) = self.keys.get(&hash) {
+            return Ok(Some(found));
+        }
+        let found = self.store.authenticate(key).await?;
+        if let Some(found) = &found {
+            self.keys.put(&hash, found.clone());
+        }
+        Ok(found)
     }
 
     /// # Errors

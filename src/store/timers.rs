@@ -22,16 +22,13 @@ impl Store {
             .await?)
     }
 
-    /// Gives a claimed timer back, to be claimed again at once.
+    /// Gives a claimed timer back, to be claimed again from `at`.
     ///
     /// # Errors
     /// A database error.
-    pub async fn release_timer(&self, id: i64) -> Result<()> {
+    pub async fn release_timer(&self, id: i64, at: chrono::DateTime<chrono::Utc>) -> Result<()> {
         timers::Entity::update_many()
-            .col_expr(
-                timers::Column::LockedUntilMs,
-                Expr::value(Option::<i64>::None),
-            )
+            .col_expr(timers::Column::LockedUntilMs, Expr::value(super::ms(at)))
             .filter(timers::Column::Id.eq(id))
             .exec(&self.db)
             .await?;

@@ -113,7 +113,9 @@ fn serve(database_url: &str, dir: &std::path::Path, hook: &str) -> (Child, Strin
         .arg(dir.join("workflows"))
         .arg("--templates")
         .arg(dir.join("templates"))
-        .args(["--webhook-url", hook, "--claim-lease", "1s"])
+        // A long lease: work a killed process claimed comes back because
+        // its restart (the same node name) takes it back, not by waiting.
+        .args(["--webhook-url", hook, "--claim-lease", "60s"])
         .env("O2FLOW_WEBHOOK_SECRET", SECRET);
     let (child, address, _) = crate::helpers::spawn_serve(command);
     (child, address)
@@ -212,6 +214,7 @@ async fn three_hundred_instances_survive_repeated_sigkill_with_every_effect_once
 
     // The last run: finish the starts, then wait for every instance to end.
     let (child, address) = serve(&app.database_url, &dir, &hook);
+    let restarted = Instant::now();
     for (n, done) in started.iter().enumerate() {
         if !done {
             assert!(start(&client, &address, &app.key, n).await, "start {n}");
@@ -229,6 +232,9 @@ async fn three_hundred_instances_survive_repeated_sigkill_with_every_effect_once
         count(&client, &address, &app.key, "completed").await,
         INSTANCES
     );
+    // Far within the 60 s lease: the restart took the dead one's work back.
+    let took = restarted.elapsed();
+    assert!(took < Duration::from_secs(30), "the last run took {took:?}");
     // Let the last webhooks of the final states' entries land.
     let store = app.runtime.store();
     while store.outbox_count("pending").await.unwrap_or(1) != 0 {

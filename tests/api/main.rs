@@ -24,5 +24,6 @@ mod payments;
 mod peers;
 mod promises;
 mod schedules;
+mod speed;
 mod wechat_pay;
 mod wechat_vectors;
