@@ -70,6 +70,7 @@ pub struct Flow {
     /// Between the second and third messages, less the 1 s timer: the
     /// timer's lag plus the difference of two deliveries.
     pub timer_lag: Duration,
+    pub started_at: Instant,
     pub done_at: Instant,
 }
 
@@ -188,6 +189,7 @@ impl Target {
                 timer_lag: done
                     .saturating_duration_since(paid)
                     .saturating_sub(FLOW_TIMER),
+                started_at: started,
                 done_at: done,
             })
         }
@@ -210,12 +212,25 @@ pub struct Step {
 }
 
 impl Step {
-    /// Flows that completed inside the window.
+    /// Flows started inside the window (and completed, whenever). In a
+    /// closed loop flows start as fast as they complete, so this counts
+    /// throughput even when flows take longer than the window, past
+    /// saturation.
     #[must_use]
     pub fn in_window(&self) -> usize {
         self.flows
             .iter()
-            .filter(|f| f.done_at >= self.window.0 && f.done_at <= self.window.1)
+            .filter(|f| f.started_at >= self.window.0 && f.started_at < self.window.1)
+            .count()
+    }
+
+    /// Flows that completed after the window opened: what the CPU read at
+    /// its opening and after the step drained was spent on.
+    #[must_use]
+    pub fn completed_since_opening(&self) -> usize {
+        self.flows
+            .iter()
+            .filter(|f| f.done_at >= self.window.0)
             .count()
     }
 
@@ -230,9 +245,9 @@ impl Step {
     }
 }
 
-/// `clients` closed-loop clients for `run_for`; the first `warm_up` is not
-/// counted in the rate. `at_window` runs when the counted window opens and
-/// again when it closes (CPU and commit readings).
+/// `clients` closed-loop clients for `run_for`; flows started in the first
+/// `warm_up` are not counted. `at_window` runs when the counted window
+/// opens and again when every flow has drained (CPU and commit readings).
 pub async fn drive<F, Fut>(
     target: &Arc<Target>,
     clients: usize,
@@ -267,11 +282,11 @@ where
     at_window().await;
     tokio::time::sleep_until(stop_at.into()).await;
     let closed = Instant::now();
-    at_window().await;
     let mut flows = Vec::new();
     for task in tasks {
         flows.extend(task.await.unwrap_or_default());
     }
+    at_window().await;
     Step {
         flows,
         counters: target.counters.take(),

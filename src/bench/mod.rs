@@ -153,7 +153,7 @@ struct CpuPerFlow {
 struct StepReport {
     /// Closed-loop clients, that is flows in flight.
     in_flight: usize,
-    /// Flows completed in the counted window.
+    /// Flows started in the counted window (all of them completed).
     flows: usize,
     flows_per_s: f64,
     /// Start sent to last message arrived, less the 1 s timer.
@@ -357,13 +357,14 @@ impl Run<'_> {
         .await;
         let readings = readings.lock().map(|r| r.clone()).unwrap_or_default();
         let in_window = step.in_window();
+        let completed = step.completed_since_opening();
         let (cpu_per_flow, commits_per_flow) = match readings.as_slice() {
-            [first, last] if in_window > 0 => {
-                let per = |d: Duration| round(d.as_secs_f64() * 1000.0 / in_window as f64);
+            [first, last] if completed > 0 => {
+                let per = |d: Duration| round(d.as_secs_f64() * 1000.0 / completed as f64);
                 let o2flow_ms = per(last.o2flow.saturating_sub(first.o2flow));
                 let database_ms = per(last.database.saturating_sub(first.database));
                 let commits = match (first.commits, last.commits) {
-                    (Some(a), Some(b)) => Some(round((b - a) as f64 / in_window as f64)),
+                    (Some(a), Some(b)) => Some(round((b - a) as f64 / completed as f64)),
                     _ => None,
                 };
                 (

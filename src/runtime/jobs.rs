@@ -82,6 +82,8 @@ impl Runtime {
     ) {
         let woken = if jobs.contains(&Job::Payments) {
             &self.wake_payments
+        } else if jobs.contains(&Job::Outbox) {
+            &self.wake_outbox
         } else {
             &self.wake
         };
@@ -163,17 +165,21 @@ impl Runtime {
             })
     }
 
-    /// Spawns the background loops: schedules, timers and outbox in one,
-    /// payment checks in another. They stop when `shutdown` turns true.
+    /// Spawns the background loops: schedules and timers, the outbox,
+    /// payment checks, and lease renewal. They stop when `shutdown` turns true.
     pub fn spawn_jobs(
         self: &Arc<Self>,
         tick: std::time::Duration,
         shutdown: &watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        const FLOW: [Job; 3] = [Job::Schedules, Job::Timers, Job::Outbox];
+        // Timers and the outbox in loops of their own: a batch of
+        // deliveries never waits for a batch of timers, nor the reverse.
+        const FLOW: [Job; 2] = [Job::Schedules, Job::Timers];
+        const OUTBOX: [Job; 1] = [Job::Outbox];
         const PAYMENTS: [Job; 1] = [Job::Payments];
         vec![
             tokio::spawn(self.clone().run_loop(&FLOW, tick, shutdown.clone())),
+            tokio::spawn(self.clone().run_loop(&OUTBOX, tick, shutdown.clone())),
             tokio::spawn(self.clone().run_loop(&PAYMENTS, tick, shutdown.clone())),
             tokio::spawn(self.clone().renew_loop(shutdown.clone())),
         ]

@@ -186,6 +186,7 @@ pub struct Runtime {
     /// The loop of timers and outbox, woken on every commit; the loop of
     /// payment checks, woken when payment work is added (`wake`).
     wake: Notify,
+    wake_outbox: Notify,
     wake_payments: Notify,
     /// Callers waiting for instances to end.
     waiters: waiters::Waiters,
@@ -252,7 +253,7 @@ const MAX_DISPATCH_ROUNDS: usize = 16;
 
 /// Timers fired, or effects executed, at once. Different instances are
 /// independent; two on one instance meet the optimistic revision check.
-const IN_FLIGHT: usize = 16;
+const IN_FLIGHT: usize = 64;
 
 /// Due timers and pending outbox rows read per query.
 const BATCH: u64 = 256;
@@ -279,6 +280,7 @@ impl Runtime {
             retry: options.retry,
             definitions: RwLock::new(HashMap::new()),
             wake: Notify::new(),
+            wake_outbox: Notify::new(),
             wake_payments: Notify::new(),
             waiters: waiters::Waiters::default(),
             advancing: tokio::sync::Mutex::new(()),
@@ -326,6 +328,7 @@ impl Runtime {
     /// Wakes the background loops: something was committed.
     fn wake(&self) {
         self.wake.notify_one();
+        self.wake_outbox.notify_one();
         self.wake_payments.notify_one();
     }
 
@@ -340,6 +343,7 @@ impl Runtime {
         self.metrics
             .transition(&instance.workflow, was, &instance.status);
         self.wake.notify_one();
+        self.wake_outbox.notify_one();
         if instance.status != engine::Status::Active.as_str() {
             self.waiters.ended(&instance.id);
         }
