@@ -137,10 +137,13 @@ impl Store {
         let node = owner.rsplit_once('/').map_or(owner, |(node, _)| node);
         let prefix = format!("{node}/");
         let mut taken = 0;
-        for Queue { table, .. } in QUEUES {
+        for Queue { table, open, .. } in QUEUES {
+            // Only rows still work (`open`, indexed): done rows keep their
+            // last holder's name and need nothing back.
             let sql = format!(
                 "UPDATE {table} SET locked_until_ms = NULL, claimed_by = NULL \
-                 WHERE substr(claimed_by, 1, CAST($1 AS INTEGER)) = $2 AND claimed_by <> $3"
+                 WHERE {open} AND substr(claimed_by, 1, CAST($1 AS INTEGER)) = $2 \
+                 AND claimed_by <> $3"
             );
             let done = self
                 .db
