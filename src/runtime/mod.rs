@@ -1578,6 +1578,8 @@ impl Runtime {
                 .map(|()| false),
         };
         if done && recorded.is_ok() {
+            // `?wait=settled` waits for an ended instance's last effects.
+            self.waiters.ended(&row.instance_id);
             self.metrics
                 .effect_done(&row.kind, &channel, now - store::from_ms(row.created_at_ms));
         }

@@ -1,7 +1,8 @@
 //! Callers waiting for an instance to end (`GET /api/v1/instances/{id}
-//! ?wait=final`). A commit on this node that ends an instance wakes its
-//! waiters at once; an instance ended by another node is seen by the
-//! waiter's own re-read, at least every `RECHECK`.
+//! ?wait=final`), or to end with its last effects done (`?wait=settled`).
+//! A commit on this node that ends an instance, or records one of its
+//! effects done, wakes its waiters at once; what another node did is seen
+//! by the waiter's own re-read, at least every `RECHECK`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -37,7 +38,7 @@ impl Waiters {
         receiver
     }
 
-    /// Wakes everyone waiting for `id`.
+    /// Wakes everyone waiting for `id` (it ended, or an effect of it is done).
     pub(super) fn ended(&self, id: &str) {
         let senders = self
             .waiting
@@ -80,6 +81,33 @@ impl Runtime {
         id: &str,
         timeout: Duration,
     ) -> Result<Option<InstanceRow>, Error> {
+        self.wait_for(tenant_id, id, timeout, false)
+            .await
+            .map(|found| found.map(|(row, _)| row))
+    }
+
+    /// As `wait_final`, and also until the instance's last effects are
+    /// done (a final state's message delivered): returns the instance and
+    /// how many of its effects are still pending (0 unless the time ran out).
+    ///
+    /// # Errors
+    /// A store error.
+    pub async fn wait_settled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<Option<(InstanceRow, u64)>, Error> {
+        self.wait_for(tenant_id, id, timeout, true).await
+    }
+
+    async fn wait_for(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        timeout: Duration,
+        settled: bool,
+    ) -> Result<Option<(InstanceRow, u64)>, Error> {
         let deadline = tokio::time::Instant::now() + timeout.min(MAX_WAIT);
         let outcome = loop {
             // Registered before the read, so an end committed between the
@@ -90,9 +118,18 @@ impl Runtime {
                 Ok(None) => break Ok(None),
                 Err(error) => break Err(error.into()),
             };
+            let ended = row.status != crate::engine::Status::Active.as_str();
+            let pending = if settled && ended {
+                match self.store.pending_effects(id).await {
+                    Ok(pending) => pending,
+                    Err(error) => break Err(error.into()),
+                }
+            } else {
+                0
+            };
             let now = tokio::time::Instant::now();
-            if row.status != crate::engine::Status::Active.as_str() || now >= deadline {
-                break Ok(Some(row));
+            if (ended && pending == 0) || now >= deadline {
+                break Ok(Some((row, pending)));
             }
             let _ = tokio::time::timeout((deadline - now).min(RECHECK), woken).await;
         };

@@ -47,6 +47,19 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many of an instance's effects are not yet done (pending or
+    /// waiting for a retry).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn pending_effects(&self, instance_id: &str) -> Result<u64> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending))
+            .filter(outbox::Column::InstanceId.eq(instance_id))
+            .count(&self.db)
+            .await?)
+    }
+
     /// Counts outbox rows in a status.
     ///
     /// # Errors

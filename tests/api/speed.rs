@@ -479,3 +479,87 @@ fn past_capacity_writes_are_shed_with_retry_after_and_nothing_is_lost() {
     }
     assert_eq!(list(&listed, "items").len(), 40, "{listed}");
 }
+
+const LAST_WORD: &str = r#"
+name: bedside_last_word
+title: 出院通知 / Discharge notice
+inputs:
+  patient: party
+start: admitted
+states:
+  admitted:
+    on:
+      discharged: done
+  done:
+    final: completed
+    enter:
+      - send: { to: patient, template: bedside_notice, channels: [inbox] }
+"#;
+
+/// `?wait=final` answers when the instance ends, its final message still
+/// undelivered; `?wait=settled` waits for that message too, and says how
+/// many effects are pending when its time runs out.
+async fn a_caller_can_wait_for_an_instance_and_its_last_effects(app: TestApp) {
+    let (status, body) = app
+        .post(
+            "/api/v1/workflows",
+            &json!({
+                "source": LAST_WORD,
+                "templates": {"bedside_notice": {"title": "出院", "body": "bye {{ party.id }}"}},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = app
+        .post(
+            "/api/v1/instances",
+            &json!({"workflow": "bedside_last_word", "input": {"patient": {"id": "bed-9"}}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let id = text(&body, "id");
+    let (status, _) = app
+        .post(
+            &format!("/api/v1/instances/{id}/events"),
+            &json!({"type": "discharged"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Ended: `final` answers at once; the goodbye is not delivered yet.
+    let (status, ended) = app
+        .get(&format!("/api/v1/instances/{id}?wait=final&timeout=5s"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(text(&ended, "status"), "completed");
+    let (status, waited) = app
+        .get(&format!("/api/v1/instances/{id}?wait=settled&timeout=1s"))
+        .await;
+    assert_eq!(status, 200, "{waited}");
+    assert_eq!(int(&waited, "pending_effects"), 1, "{waited}");
+    // Delivered while a caller waits: the waiter answers then.
+    let waiter = {
+        let app = app.clone();
+        let id = id.clone();
+        tokio::spawn(async move {
+            let began = std::time::Instant::now();
+            let answer = app
+                .get(&format!("/api/v1/instances/{id}?wait=settled&timeout=60s"))
+                .await;
+            (answer, began.elapsed())
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.runtime.settle().await.unwrap_or_else(|e| panic!("{e}"));
+    let ((status, settled), took) = waiter.await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(status, 200, "{settled}");
+    assert_eq!(int(&settled, "pending_effects"), 0, "{settled}");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let (_, inbox) = app.get("/api/v1/inbox/bed-9").await;
+    assert_eq!(list(&inbox, "messages").len(), 1, "{inbox}");
+    let (status, bad) = app
+        .get(&format!("/api/v1/instances/{id}?wait=delivered"))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(at(&bad, "error"), "invalid_query");
+}
+storage_test!(a_caller_can_wait_for_an_instance_and_its_last_effects);

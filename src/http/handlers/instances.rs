@@ -59,7 +59,7 @@ pub async fn create(
     })
 }
 
-/// `?wait=final&timeout=30s` on `GET /api/v1/instances/{id}`.
+/// `?wait=final|settled&timeout=30s` on `GET /api/v1/instances/{id}`.
 #[derive(Debug, serde::Deserialize)]
 pub struct GetInstance {
     pub wait: Option<String>,
@@ -80,11 +80,22 @@ pub async fn get(
     id: web::Path<String>,
     query: web::Query<GetInstance>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(timeout) = wait_for(&query)? {
-        state
-            .runtime
-            .wait_final(&caller.tenant_id, &id, timeout)
-            .await?;
+    let mut pending_effects = None;
+    match wait_for(&query)? {
+        Some((Wait::Final, timeout)) => {
+            state
+                .runtime
+                .wait_final(&caller.tenant_id, &id, timeout)
+                .await?;
+        }
+        Some((Wait::Settled, timeout)) => {
+            pending_effects = state
+                .runtime
+                .wait_settled(&caller.tenant_id, &id, timeout)
+                .await?
+                .map(|(_, pending)| pending);
+        }
+        None => {}
     }
     let (row, timers) = state
         .reads
@@ -94,25 +105,57 @@ pub async fn get(
         .ok_or_else(|| {
             ApiError::not_found("instance_not_found", format!("there is no instance `{id}`"))
         })?;
-    Ok(HttpResponse::Ok().json(view(&caller, &row, Some(&timers))))
+    let instance = view(&caller, &row, Some(&timers));
+    match pending_effects {
+        // With `wait=settled`: how many effects are still to be done (0
+        // unless the time ran out).
+        Some(pending) => {
+            let mut body = serde_json::to_value(&instance).map_err(|e| ApiError::internal(&e))?;
+            if let Some(object) = body.as_object_mut() {
+                object.insert("pending_effects".into(), serde_json::json!(pending));
+            }
+            Ok(HttpResponse::Ok().json(body))
+        }
+        None => Ok(HttpResponse::Ok().json(instance)),
+    }
 }
 
-/// How long to wait, when the query asks to.
-fn wait_for(query: &GetInstance) -> Result<Option<std::time::Duration>, ApiError> {
-    match (query.wait.as_deref(), query.timeout.as_deref()) {
+/// What a `GET` waits for.
+#[derive(Debug, Clone, Copy)]
+enum Wait {
+    /// The instance has ended.
+    Final,
+    /// The instance has ended and its last effects are done.
+    Settled,
+}
+
+/// What to wait for and how long, when the query asks to.
+fn wait_for(query: &GetInstance) -> Result<Option<(Wait, std::time::Duration)>, ApiError> {
+    let wait = match query.wait.as_deref() {
+        None => None,
+        Some("final") => Some(Wait::Final),
+        Some("settled") => Some(Wait::Settled),
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`wait` can only be `final` or `settled` (got `{other}`)"),
+            ))
+        }
+    };
+    match (wait, query.timeout.as_deref()) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(ApiError::bad_request(
             "invalid_query",
-            "`timeout` goes with `wait=final`",
+            "`timeout` goes with `wait=final` or `wait=settled`",
         )),
-        (Some("final"), None) => Ok(Some(DEFAULT_WAIT)),
-        (Some("final"), Some(text)) => {
+        (Some(wait), None) => Ok(Some((wait, DEFAULT_WAIT))),
+        (Some(wait), Some(text)) => {
             let max = crate::runtime::MAX_WAIT.as_secs();
             crate::domain::parse_duration(text)
                 .ok()
                 .and_then(|d| d.to_std().ok())
                 .filter(|d| d.as_secs() <= max)
-                .map(Some)
+                .map(|d| Some((wait, d)))
                 .ok_or_else(|| {
                     ApiError::bad_request(
                         "invalid_query",
@@ -120,10 +163,6 @@ fn wait_for(query: &GetInstance) -> Result<Option<std::time::Duration>, ApiError
                     )
                 })
         }
-        (Some(other), _) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!("`wait` can only be `final` (got `{other}`)"),
-        )),
     }
 }
 
