@@ -442,3 +442,29 @@ pub fn serve_command(database_url: &str) -> std::process::Command {
     command.args(["serve", "--database-url", database_url]);
     command
 }
+
+/// A fresh SQLite file for a server started by a test, removed (with its
+/// WAL files) when dropped.
+pub struct TempSqlite {
+    pub path: std::path::PathBuf,
+    pub url: String,
+}
+
+impl TempSqlite {
+    pub fn new(label: &str) -> TempSqlite {
+        let path = std::env::temp_dir().join(format!(
+            "o2flow-{label}-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let url = format!("sqlite:{}", path.display());
+        TempSqlite { path, url }
+    }
+}
+
+impl Drop for TempSqlite {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}

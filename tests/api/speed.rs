@@ -28,15 +28,34 @@ states:
   done: { final: completed }
 "#;
 
-async fn start_counter(app: &TestApp, patient: &str) -> String {
+/// Starts `workflow` for patient `patient`; returns the instance id.
+async fn start_for(app: &TestApp, workflow: &str, patient: &str) -> String {
     let (status, body) = app
         .post(
             "/api/v1/instances",
-            &json!({"workflow": "bedside_counter", "input": {"patient": {"id": patient}}}),
+            &json!({"workflow": workflow, "input": {"patient": {"id": patient}}}),
         )
         .await;
     assert_eq!(status, 201, "{body}");
     text(&body, "id")
+}
+
+async fn start_counter(app: &TestApp, patient: &str) -> String {
+    start_for(app, "bedside_counter", patient).await
+}
+
+/// Deploys `source` with the `bedside_notice` template its sends use.
+async fn deploy_with_notice(app: &TestApp, source: &str) {
+    let (status, body) = app
+        .post(
+            "/api/v1/workflows",
+            &json!({
+                "source": source,
+                "templates": {"bedside_notice": {"title": "通知", "body": "hello {{ party.id }}"}},
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
 }
 
 /// Twenty events for one instance and twenty starts of others, all at
@@ -221,12 +240,8 @@ storage_test!(metrics_count_what_happened_without_naming_anyone);
 /// wrong one or an admin API key get 401.
 #[test]
 fn metrics_ask_for_their_token_when_one_is_set() {
-    let path = std::env::temp_dir().join(format!(
-        "o2flow-metrics-{}.db",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let url = format!("sqlite:{}", path.display());
-    let mut command = crate::helpers::serve_command(&url);
+    let database = crate::helpers::TempSqlite::new("metrics");
+    let mut command = crate::helpers::serve_command(&database.url);
     command.env("O2FLOW_METRICS_TOKEN", "scrape-secret");
     let (mut child, address, key) = crate::helpers::spawn_serve(command);
     let key = key.unwrap_or_else(|| panic!("no key printed"));
@@ -252,9 +267,6 @@ fn metrics_ask_for_their_token_when_one_is_set() {
     });
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
     for (status, body) in &answers[..3] {
         assert_eq!(*status, 401, "{body}");
         let body: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -336,23 +348,8 @@ states:
 /// the lease. A running process renews the leases of work it still runs,
 /// and only those.
 async fn a_restarted_node_takes_back_its_predecessors_claims_at_once(app: TestApp) {
-    let (status, body) = app
-        .post(
-            "/api/v1/workflows",
-            &json!({
-                "source": NOTICE,
-                "templates": {"bedside_notice": {"title": "通知", "body": "hello {{ party.id }}"}},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = app
-        .post(
-            "/api/v1/instances",
-            &json!({"workflow": "bedside_notice", "input": {"patient": {"id": "bed-7"}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
+    deploy_with_notice(&app, NOTICE).await;
+    start_for(&app, "bedside_notice", "bed-7").await;
     let store = app.runtime.store();
     let now = app.runtime.now();
     // The dead process of node-a had claimed the message for an hour.
@@ -404,10 +401,8 @@ storage_test!(a_restarted_node_takes_back_its_predecessors_claims_at_once);
 /// again (same Idempotency-Key) all succeed, once each.
 #[test]
 fn past_capacity_writes_are_shed_with_retry_after_and_nothing_is_lost() {
-    let path =
-        std::env::temp_dir().join(format!("o2flow-shed-{}.db", uuid::Uuid::new_v4().simple()));
-    let url = format!("sqlite:{}", path.display());
-    let mut command = crate::helpers::serve_command(&url);
+    let database = crate::helpers::TempSqlite::new("shed");
+    let mut command = crate::helpers::serve_command(&database.url);
     command.args(["--max-in-flight", "1"]);
     let (mut child, address, key) = crate::helpers::spawn_serve(command);
     let key = key.unwrap_or_else(|| panic!("no key printed"));
@@ -456,9 +451,6 @@ fn past_capacity_writes_are_shed_with_retry_after_and_nothing_is_lost() {
     });
     let _ = child.kill();
     let _ = child.wait();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
     let shed: Vec<_> = first
         .iter()
         .filter(|(_, status, ..)| *status == 503)
@@ -500,24 +492,8 @@ states:
 /// undelivered; `?wait=settled` waits for that message too, and says how
 /// many effects are pending when its time runs out.
 async fn a_caller_can_wait_for_an_instance_and_its_last_effects(app: TestApp) {
-    let (status, body) = app
-        .post(
-            "/api/v1/workflows",
-            &json!({
-                "source": LAST_WORD,
-                "templates": {"bedside_notice": {"title": "出院", "body": "bye {{ party.id }}"}},
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = app
-        .post(
-            "/api/v1/instances",
-            &json!({"workflow": "bedside_last_word", "input": {"patient": {"id": "bed-9"}}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let id = text(&body, "id");
+    deploy_with_notice(&app, LAST_WORD).await;
+    let id = start_for(&app, "bedside_last_word", "bed-9").await;
     let (status, _) = app
         .post(
             &format!("/api/v1/instances/{id}/events"),
