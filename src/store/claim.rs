@@ -63,6 +63,23 @@ pub(crate) const REFUNDS: Queue = Queue {
 const QUEUES: [Queue; 5] = [TIMERS, OUTBOX, SCHEDULES, PAYMENTS, REFUNDS];
 
 impl Store {
+    /// One row of `sql`, whose `$1` is `now` in ms: every read the queues
+    /// make between passes.
+    async fn read_at(
+        &self,
+        sql: String,
+        now: DateTime<Utc>,
+    ) -> Result<Option<sea_orm::QueryResult>> {
+        Ok(self
+            .db
+            .query_one(Statement::from_sql_and_values(
+                self.backend(),
+                sql,
+                [ms(now).into()],
+            ))
+            .await?)
+    }
+
     /// Claims up to `limit` rows of `queue` due at `now` for `lease`,
     /// earliest first (callers sort the returned rows; `RETURNING` keeps no
     /// order). An idle pass costs one read, never a write: on PostgreSQL a
@@ -91,14 +108,7 @@ impl Store {
             "SELECT {key} FROM {table} WHERE {open} AND {due} <= $1 \
              AND (locked_until_ms IS NULL OR locked_until_ms <= $1) LIMIT 1"
         );
-        let found = self
-            .db
-            .query_one(Statement::from_sql_and_values(
-                self.backend(),
-                probe,
-                [ms(now).into()],
-            ))
-            .await?;
+        let found = self.read_at(probe, now).await?;
         if found.is_none() {
             return Ok(Vec::new());
         }
@@ -224,14 +234,7 @@ impl Store {
             )
             .collect();
         let sql = format!("SELECT {}", heads.join(", "));
-        let row = self
-            .db
-            .query_one(Statement::from_sql_and_values(
-                self.backend(),
-                sql,
-                [ms(now).into()],
-            ))
-            .await?;
+        let row = self.read_at(sql, now).await?;
         Ok((0..queues.len())
             .map(|i| {
                 row.as_ref()
@@ -256,14 +259,7 @@ impl Store {
              (SELECT COUNT(*) FROM {timers})",
             timers = TIMERS.table
         );
-        let row = self
-            .db
-            .query_one(Statement::from_sql_and_values(
-                self.backend(),
-                sql,
-                [ms(now).into()],
-            ))
-            .await?;
+        let row = self.read_at(sql, now).await?;
         let at = |i: usize| {
             row.as_ref()
                 .and_then(|r| r.try_get_by_index::<i64>(i).ok())
@@ -302,14 +298,7 @@ impl Store {
         } in queues
         {
             let sql = format!("SELECT MIN({due}) FROM {table} WHERE {open} AND {due} > $1");
-            let row = self
-                .db
-                .query_one(Statement::from_sql_and_values(
-                    self.backend(),
-                    sql,
-                    [ms(now).into()],
-                ))
-                .await?;
+            let row = self.read_at(sql, now).await?;
             let at = row.and_then(|r| r.try_get_by_index::<Option<i64>>(0).ok().flatten());
             next = match (next, at) {
                 (Some(a), Some(b)) => Some(a.min(b)),

@@ -159,15 +159,8 @@ impl Store {
             Box::pin(async move {
                 match retry_at {
                     Some(at) => {
-                        outbox::Entity::update_many()
+                        offer_again(row.id, at, &error)
                             .col_expr(outbox::Column::Attempts, Expr::value(row.attempts + 1))
-                            .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
-                            .col_expr(outbox::Column::LastError, Expr::value(error.clone()))
-                            .col_expr(
-                                outbox::Column::LockedUntilMs,
-                                Expr::value(Option::<i64>::None),
-                            )
-                            .filter(outbox::Column::Id.eq(row.id))
                             .exec(txn)
                             .await?;
                     }
@@ -203,16 +196,7 @@ impl Store {
         let (row, note) = (row.clone(), note.to_owned());
         self.write(&row.instance_id.clone(), move |txn| {
             Box::pin(async move {
-                outbox::Entity::update_many()
-                    .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
-                    .col_expr(outbox::Column::LastError, Expr::value(note.clone()))
-                    .col_expr(
-                        outbox::Column::LockedUntilMs,
-                        Expr::value(Option::<i64>::None),
-                    )
-                    .filter(outbox::Column::Id.eq(row.id))
-                    .exec(txn)
-                    .await?;
+                offer_again(row.id, at, &note).exec(txn).await?;
                 if row.last_error.as_deref() != Some(note.as_str()) {
                     append_history(
                         txn,
@@ -247,4 +231,17 @@ impl Store {
             .all(&self.db)
             .await?)
     }
+}
+
+/// The update that offers outbox row `id` again from `at`, unclaimed,
+/// noting why (a retry adds its attempt count to it).
+fn offer_again(id: i64, at: DateTime<Utc>, note: &str) -> sea_orm::UpdateMany<outbox::Entity> {
+    outbox::Entity::update_many()
+        .col_expr(outbox::Column::AvailableAtMs, Expr::value(ms(at)))
+        .col_expr(outbox::Column::LastError, Expr::value(note.to_owned()))
+        .col_expr(
+            outbox::Column::LockedUntilMs,
+            Expr::value(Option::<i64>::None),
+        )
+        .filter(outbox::Column::Id.eq(id))
 }
